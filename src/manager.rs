@@ -1,0 +1,367 @@
+//! The operations of `cortex limits`, each one transaction of intent:
+//! the database and the kernel end up agreeing, or the operation fails and
+//! leaves nothing half-done.
+//!
+//! Writers hold the database's write lock while they change the kernel, so
+//! concurrent invocations run one after another and the second sees what
+//! the first did.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::cgroup::{CgroupError, Driver, Live};
+use crate::env::{self, Variable};
+use crate::error::ErrorKind;
+use crate::plan::{Limits, Overrides, PlanError, ProfileName};
+use crate::preset::Preset;
+use crate::process::{self, ProcessError, Target};
+use crate::shortfall::Shortfall;
+use crate::store::{self, AppliedPid, Profile, Store, StoreError};
+
+/// What went wrong in an operation.
+#[derive(Debug, Error)]
+pub enum ManagerError {
+    /// Bad input.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The cgroup layer.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// A process.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// No profile of that name.
+    #[error("no profile named '{0}': see `cortex limits list`, or create it with `cortex limits create {0}`")]
+    UnknownProfile(ProfileName),
+}
+
+impl ManagerError {
+    /// The kind of failure, for the exit code.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ManagerError::Plan(_) => ErrorKind::BadInput,
+            ManagerError::Store(StoreError::Exists(_)) => ErrorKind::Conflict,
+            ManagerError::Store(_) => ErrorKind::Failure,
+            ManagerError::Cgroup(e) => e.kind(),
+            ManagerError::Process(e) => e.kind(),
+            ManagerError::UnknownProfile(_) => ErrorKind::NotFound,
+        }
+    }
+}
+
+/// What `create` did.
+#[derive(Debug)]
+pub struct Created {
+    /// The stored profile.
+    pub profile: Profile,
+    /// Its cgroup, where one was made.
+    pub cgroup: Option<PathBuf>,
+    /// What is not enforced.
+    pub shortfalls: Vec<Shortfall>,
+}
+
+/// What `apply` did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The process.
+    pub pid: u32,
+    /// The profile's cgroup it is in now.
+    pub cgroup: PathBuf,
+    /// The OOM adjustment written, if it was.
+    pub oom_score_adj: Option<i16>,
+    /// What is not enforced.
+    pub shortfalls: Vec<Shortfall>,
+}
+
+/// A profile with its live state.
+#[derive(Debug)]
+pub struct Status {
+    /// The stored profile.
+    pub profile: Profile,
+    /// The cgroup as the kernel shows it; `None` where the host has no
+    /// place for cgroups (see `unavailable`).
+    pub live: Option<Live>,
+    /// Why the host cannot enforce limits, if it cannot.
+    pub unavailable: Option<String>,
+    /// Kernel files that differ from the stored limits.
+    pub drift: Vec<&'static str>,
+    /// Processes put under it by `apply`, each with whether it still runs.
+    pub applied: Vec<(AppliedPid, bool)>,
+}
+
+impl Status {
+    /// Whether the kernel enforces the profile as stored: its cgroup
+    /// exists and every limit file holds the stored value.
+    pub fn enforced(&self) -> bool {
+        self.live.as_ref().is_some_and(|l| l.exists) && self.drift.is_empty()
+    }
+}
+
+/// A profile as `list` shows it.
+#[derive(Debug)]
+pub struct Listed {
+    /// The stored profile.
+    pub profile: Profile,
+    /// Whether its cgroup exists now.
+    pub cgroup_exists: bool,
+}
+
+/// What `delete` did.
+#[derive(Debug)]
+pub struct Deleted {
+    /// The cgroup removed, if there was one.
+    pub cgroup: Option<PathBuf>,
+    /// Processes killed first.
+    pub killed: Vec<u32>,
+}
+
+/// The operations, over a database, a cgroup driver and procfs.
+pub struct Manager<D: Driver> {
+    db: PathBuf,
+    proc_root: PathBuf,
+    driver: D,
+}
+
+impl<D: Driver> Manager<D> {
+    /// A manager for the database at `db`, with procfs at `proc_root`.
+    pub fn new(db: PathBuf, proc_root: PathBuf, driver: D) -> Manager<D> {
+        Manager {
+            db,
+            proc_root,
+            driver,
+        }
+    }
+
+    /// The database path.
+    pub fn db(&self) -> &Path {
+        &self.db
+    }
+
+    /// The cgroup driver.
+    pub fn driver(&self) -> &D {
+        &self.driver
+    }
+
+    /// Stores a new profile and creates its cgroup. On a host that cannot
+    /// enforce limits the profile is still stored, with a shortfall that
+    /// says why. A failure leaves neither record nor cgroup.
+    pub fn create(
+        &self,
+        name: ProfileName,
+        preset: Preset,
+        overrides: &Overrides,
+    ) -> Result<Created, ManagerError> {
+        let limits = Limits::resolve(preset, overrides)?;
+        let now = store::now();
+        let profile = Profile {
+            name,
+            preset,
+            limits,
+            created_at: now,
+            updated_at: now,
+        };
+
+        let mut store = Store::open(&self.db)?;
+        let tx = store.begin()?;
+        tx.insert(&profile)?;
+        let (cgroup, created, shortfalls) = match self.driver.base() {
+            Err(why) => (
+                None,
+                false,
+                vec![Shortfall::new(
+                    format!("the limits of '{}'", profile.name),
+                    format!("{why}; the profile is stored and works with env, list and status"),
+                )],
+            ),
+            Ok(_) => {
+                let ensured = self.driver.ensure(&profile.name, &profile.limits)?;
+                (
+                    self.driver.path(&profile.name),
+                    ensured.created,
+                    ensured.shortfalls,
+                )
+            }
+        };
+        if let Err(e) = tx.commit() {
+            if created {
+                // Undo only what this call made; the record is rolled back.
+                let _ = self.driver.remove(&profile.name, false);
+            }
+            return Err(e.into());
+        }
+        Ok(Created {
+            profile,
+            cgroup,
+            shortfalls,
+        })
+    }
+
+    /// Moves a running process, all its threads, under a profile: into its
+    /// cgroup (re-created with its limits if it is missing), with its OOM
+    /// adjustment, and records it.
+    pub fn apply(&self, name: &ProfileName, pid: u32) -> Result<Applied, ManagerError> {
+        let target = Target::open(&self.proc_root, pid)?;
+        let mut store = Store::open(&self.db)?;
+        let tx = store.begin()?;
+        let profile = tx
+            .get(name)?
+            .ok_or_else(|| ManagerError::UnknownProfile(name.clone()))?;
+        if let Err(why) = self.driver.base() {
+            return Err(CgroupError::Unavailable(why.clone()).into());
+        }
+
+        let ensured = self.driver.ensure(name, &profile.limits)?;
+        self.driver.attach(name, pid)?;
+        target.verify(&self.proc_root)?;
+
+        let mut shortfalls = ensured.shortfalls;
+        let adj = profile.limits.oom_score_adj;
+        let oom_score_adj = match process::set_oom_score_adj(&self.proc_root, pid, adj) {
+            Ok(()) => Some(adj.get()),
+            Err(e) if e.is_permission() => {
+                shortfalls.push(oom_shortfall(adj.get(), pid));
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tx.record_applied(name, pid, target.start_time())?;
+        tx.commit()?;
+        Ok(Applied {
+            pid,
+            cgroup: self.driver.path(name).unwrap_or_default(),
+            oom_score_adj,
+            shortfalls,
+        })
+    }
+
+    /// The environment variables of a profile.
+    pub fn env(&self, name: &ProfileName) -> Result<Vec<Variable>, ManagerError> {
+        Ok(env::variables(&self.get(name)?.limits))
+    }
+
+    /// One stored profile.
+    pub fn get(&self, name: &ProfileName) -> Result<Profile, ManagerError> {
+        Store::open_existing(&self.db)?
+            .map(|s| s.get(name))
+            .transpose()?
+            .flatten()
+            .ok_or_else(|| ManagerError::UnknownProfile(name.clone()))
+    }
+
+    /// A profile with its live state.
+    pub fn status(&self, name: &ProfileName) -> Result<Status, ManagerError> {
+        let store = Store::open_existing(&self.db)?;
+        let profile = store
+            .as_ref()
+            .map(|s| s.get(name))
+            .transpose()?
+            .flatten()
+            .ok_or_else(|| ManagerError::UnknownProfile(name.clone()))?;
+        let applied = match &store {
+            Some(s) => s.applied(name)?,
+            None => Vec::new(),
+        };
+        let applied = applied
+            .into_iter()
+            .map(|a| {
+                let alive = process::start_time(&self.proc_root, a.pid).ok() == Some(a.start_time);
+                (a, alive)
+            })
+            .collect();
+        self.with_live(profile, applied)
+    }
+
+    /// Every profile with its live state.
+    pub fn status_all(&self) -> Result<Vec<Status>, ManagerError> {
+        self.profiles()?
+            .into_iter()
+            .map(|p| self.with_live(p, Vec::new()))
+            .collect()
+    }
+
+    fn with_live(
+        &self,
+        profile: Profile,
+        applied: Vec<(AppliedPid, bool)>,
+    ) -> Result<Status, ManagerError> {
+        let (live, unavailable) = match self.driver.base() {
+            Err(why) => (None, Some(why.to_string())),
+            Ok(_) => (Some(self.driver.live(&profile.name)?), None),
+        };
+        let drift = live
+            .as_ref()
+            .map(|l| l.drift(&profile.limits))
+            .unwrap_or_default();
+        Ok(Status {
+            profile,
+            live,
+            unavailable,
+            drift,
+            applied,
+        })
+    }
+
+    /// Every profile, with whether its cgroup exists.
+    pub fn list(&self) -> Result<Vec<Listed>, ManagerError> {
+        Ok(self
+            .profiles()?
+            .into_iter()
+            .map(|profile| Listed {
+                cgroup_exists: self
+                    .driver
+                    .path(&profile.name)
+                    .is_some_and(|p| p.is_dir()),
+                profile,
+            })
+            .collect())
+    }
+
+    fn profiles(&self) -> Result<Vec<Profile>, ManagerError> {
+        Ok(match Store::open_existing(&self.db)? {
+            Some(store) => store.list()?,
+            None => Vec::new(),
+        })
+    }
+
+    /// Removes a profile: its cgroup (killing what is inside when `force`)
+    /// and then its record, so a failure leaves the record to retry with.
+    pub fn delete(&self, name: &ProfileName, force: bool) -> Result<Deleted, ManagerError> {
+        let mut store = Store::open(&self.db)?;
+        let tx = store.begin()?;
+        if tx.get(name)?.is_none() {
+            return Err(ManagerError::UnknownProfile(name.clone()));
+        }
+        let removed = match self.driver.base() {
+            Ok(_) => Some(self.driver.remove(name, force)?),
+            Err(_) => None,
+        };
+        tx.delete(name)?;
+        tx.commit()?;
+        let cgroup = removed
+            .as_ref()
+            .filter(|r| r.existed)
+            .and_then(|_| self.driver.path(name));
+        Ok(Deleted {
+            cgroup,
+            killed: removed.map(|r| r.killed).unwrap_or_default(),
+        })
+    }
+}
+
+fn oom_shortfall(adj: i16, pid: u32) -> Shortfall {
+    let what = format!("oom_score_adj {adj} for pid {pid}");
+    if adj < 0 {
+        Shortfall::new(
+            what,
+            "lowering an OOM score adjustment below 0 needs CAP_SYS_RESOURCE, which this user lacks",
+        )
+        .fix("run as root, or give the profile --oom-adj 0 or higher")
+    } else {
+        Shortfall::new(what, "the kernel refused the write: the process belongs to another user")
+            .fix("run as root, or apply to your own processes")
+    }
+}
