@@ -1,0 +1,18 @@
+//! Tests for a cgroup v2 host with no manager: the fs driver at work.
+
+mod apply;
+mod create;
+mod delete;
+mod enforce;
+mod user;
+
+use crate::support::{assert_lists, CGROUP_ROOT};
+
+#[test]
+#[ignore = "needs a real cgroup v2 kernel: run with cargo xtask vm-test"]
+fn kernel_offers_the_controllers_profiles_use() {
+    assert_lists(
+        std::path::Path::new(CGROUP_ROOT).join("cgroup.controllers"),
+        &["cpuset", "cpu", "io", "memory", "pids"],
+    );
+}

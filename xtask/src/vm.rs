@@ -1,0 +1,199 @@
+//! The real-kernel suite: one VM boot per mode, each running the
+//! `tests/kernel.rs` tests meant for it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::kernel::{self, Kernel};
+use crate::qemu::Boot;
+use crate::results::{self, Tally};
+use crate::{host, image, prereq};
+
+/// The line prefix the in-VM script marks its progress with.
+const MARK: &str = "@@cortex-vm ";
+
+/// How the VM's cgroups are set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// busybox as PID 1, cgroup2 alone at /sys/fs/cgroup.
+    Plain,
+    /// busybox as PID 1, cgroup v1 controllers plus an empty cgroup2.
+    Hybrid,
+    /// systemd as PID 1 on a Debian root.
+    Systemd,
+}
+
+impl Mode {
+    /// Every mode, fastest first.
+    pub const ALL: [Mode; 3] = [Mode::Plain, Mode::Hybrid, Mode::Systemd];
+
+    /// Reads a `--mode` value; `all` gives every mode.
+    pub fn parse(text: &str) -> Result<Vec<Mode>> {
+        Ok(match text {
+            "plain" => vec![Mode::Plain],
+            "hybrid" => vec![Mode::Hybrid],
+            "systemd" => vec![Mode::Systemd],
+            "all" => Mode::ALL.to_vec(),
+            other => bail!("unknown mode {other:?}: use plain, systemd, hybrid or all"),
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Plain => "plain",
+            Mode::Hybrid => "hybrid",
+            Mode::Systemd => "systemd",
+        }
+    }
+
+    /// A generous bound: a hang fails the run instead of stalling it.
+    fn timeout(self) -> Duration {
+        Duration::from_secs(match self {
+            Mode::Plain => 240,
+            Mode::Hybrid => 120,
+            Mode::Systemd => 240,
+        })
+    }
+
+    fn append(self) -> String {
+        let init = match self {
+            Mode::Plain | Mode::Hybrid => "/init",
+            Mode::Systemd => "/lib/systemd/systemd",
+        };
+        format!(
+            "console=ttyS0 loglevel=4 panic=-1 rdinit={init} cortex.mode={}",
+            self.name()
+        )
+    }
+}
+
+/// Runs the suite for `modes`, printing each test's result and a summary
+/// per mode, and returns the counts.
+pub fn suite(repo: &Path, modes: &[Mode]) -> Result<Tally> {
+    let start = Instant::now();
+    let vm_dir = repo.join("target/vm");
+    prereq::ensure(modes.contains(&Mode::Systemd))?;
+    let kernel = kernel::ensure(&vm_dir)?;
+    let payload = host::build_payload(repo)?;
+    let busybox = if modes.iter().any(|m| *m != Mode::Systemd) {
+        Some(image::busybox(&vm_dir, repo, &payload)?)
+    } else {
+        None
+    };
+    let systemd = if modes.contains(&Mode::Systemd) {
+        Some(image::systemd(&vm_dir, repo, &payload)?)
+    } else {
+        None
+    };
+    println!(
+        "vm: kernel {}, images ready after {:.1} s",
+        kernel.release,
+        start.elapsed().as_secs_f64()
+    );
+
+    let mut tally = Tally::default();
+    for mode in modes {
+        let initrd = match mode {
+            Mode::Systemd => systemd.as_deref(),
+            _ => busybox.as_deref(),
+        };
+        tally.absorb(run_mode(*mode, &kernel, initrd.unwrap(), &vm_dir)?);
+    }
+    println!(
+        "vm suite: {tally} in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(tally)
+}
+
+fn run_mode(mode: Mode, kernel: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<Tally> {
+    let name = mode.name();
+    let log_dir = vm_dir.join("logs").join(name);
+    let boot = Boot {
+        kernel: &kernel.image,
+        initrd,
+        append: mode.append(),
+        memory_mib: 1024,
+        log_dir: &log_dir,
+        timeout: mode.timeout(),
+    };
+    println!("vm {name}: booting");
+
+    let start = Instant::now();
+    let mut tally = Tally::default();
+    let mut began: Option<(Duration, String)> = None;
+    let mut exit_code: Option<String> = None;
+    let mut transcript = Vec::new();
+    let ending = boot.run(|line| {
+        if let Some(mark) = line.strip_prefix(MARK) {
+            if let Some(uptime) = mark.strip_prefix("begin ") {
+                began = Some((start.elapsed(), uptime.to_string()));
+            } else if let Some(rc) = mark.strip_prefix("end ") {
+                exit_code = Some(rc.to_string());
+            }
+            return;
+        }
+        if let Some((test, outcome)) = results::test_line(line) {
+            println!("  {name}: {line}");
+            tally.record(&format!("vm {name}: {test}"), outcome);
+        }
+        transcript.push(line.to_string());
+    })?;
+
+    let console = ending.console_log.display();
+    match (&began, &exit_code) {
+        _ if ending.panicked => tally.fail(format!("vm {name}: kernel panic (see {console})")),
+        _ if ending.timed_out => {
+            let at = results::started_test(&ending.partial_line)
+                .map(|t| format!(" while running {t}"))
+                .unwrap_or_default();
+            tally.fail(format!(
+                "vm {name}: timed out after {} s{at} (see {console})",
+                mode.timeout().as_secs()
+            ));
+        }
+        (None, _) => tally.fail(format!(
+            "vm {name}: the tests never started (see {console})"
+        )),
+        (Some(_), None) => tally.fail(format!(
+            "vm {name}: the VM stopped before the tests ended (see {console})"
+        )),
+        (Some(_), Some(rc)) if rc != "rc=0" && tally.failed == 0 => {
+            tally.fail(format!("vm {name}: the test executable ended with {rc}"))
+        }
+        _ => {}
+    }
+    if tally.passed + tally.failed == 0 {
+        tally.fail(format!("vm {name}: ran no test"));
+    }
+
+    if tally.failed > 0 {
+        print_failures(&transcript);
+    }
+    let boot_time = began
+        .map(|(host, guest)| format!("tests began after {:.1} s ({guest})", host.as_secs_f64()))
+        .unwrap_or_else(|| "tests never began".to_string());
+    println!(
+        "vm {name}: {tally}; {boot_time}; done in {:.1} s",
+        ending.elapsed.as_secs_f64()
+    );
+    Ok(tally)
+}
+
+/// Prints the harness's `failures:` block (each failed test's output).
+fn print_failures(transcript: &[String]) {
+    let Some(first) = transcript.iter().position(|l| l == "failures:") else {
+        for line in transcript.iter().rev().take(40).rev() {
+            println!("    | {line}");
+        }
+        return;
+    };
+    for line in &transcript[first..] {
+        if line.starts_with("test result:") {
+            break;
+        }
+        println!("    | {line}");
+    }
+}
