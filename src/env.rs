@@ -22,10 +22,19 @@ pub struct Variable {
 
 /// The thread-pool variables, each read by one library at start-up.
 const THREAD_VARIABLES: [(&str, &str); 4] = [
-    ("OMP_NUM_THREADS", "OpenMP runtimes (and PyTorch's intra-op pool) size their thread pool to it"),
+    (
+        "OMP_NUM_THREADS",
+        "OpenMP runtimes (and PyTorch's intra-op pool) size their thread pool to it",
+    ),
     ("MKL_NUM_THREADS", "Intel MKL sizes its thread pool to it"),
-    ("OPENBLAS_NUM_THREADS", "OpenBLAS sizes its thread pool to it"),
-    ("NUMEXPR_NUM_THREADS", "numexpr (used by pandas) sizes its thread pool to it"),
+    (
+        "OPENBLAS_NUM_THREADS",
+        "OpenBLAS sizes its thread pool to it",
+    ),
+    (
+        "NUMEXPR_NUM_THREADS",
+        "numexpr (used by pandas) sizes its thread pool to it",
+    ),
 ];
 
 /// The variables for a profile, in a fixed order.
@@ -114,12 +123,16 @@ pub fn render(vars: &[Variable], shell: Shell) -> String {
     let mut out = String::new();
     for var in vars {
         match shell {
-            Shell::Posix => {
-                out.push_str(&format!("export {}={};\n", var.name, quote_posix(&var.value)))
-            }
-            Shell::Fish => {
-                out.push_str(&format!("set -gx {} {};\n", var.name, quote_fish(&var.value)))
-            }
+            Shell::Posix => out.push_str(&format!(
+                "export {}={};\n",
+                var.name,
+                quote_posix(&var.value)
+            )),
+            Shell::Fish => out.push_str(&format!(
+                "set -gx {} {};\n",
+                var.name,
+                quote_fish(&var.value)
+            )),
         }
     }
     out
@@ -197,7 +210,11 @@ mod tests {
         );
 
         limits.gpus = Some(2);
-        assert_eq!(variables(&limits).len(), 4, "a whole GPU needs no memory hints");
+        assert_eq!(
+            variables(&limits).len(),
+            4,
+            "a whole GPU needs no memory hints"
+        );
 
         limits.gpu_share = GpuShare::new(80).unwrap();
         let vars = variables(&limits);
@@ -207,7 +224,10 @@ mod tests {
                 ("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "80"),
                 ("TF_FORCE_GPU_ALLOW_GROWTH", "true"),
                 ("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.80"),
-                ("PYTORCH_CUDA_ALLOC_CONF", "garbage_collection_threshold:0.80"),
+                (
+                    "PYTORCH_CUDA_ALLOC_CONF",
+                    "garbage_collection_threshold:0.80"
+                ),
             ]
         );
     }
@@ -270,7 +290,11 @@ mod tests {
             "eval $(cat <<'EOF'\n{}EOF\n); printf '%s|%s|%s' \"$X_ONE\" \"${{X_TWO-unset}}\" \"${{#X_TWO}}\"",
             render(&vars, Shell::Posix)
         );
-        let out = std::process::Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             "a 'quoted' $HOME `x` value||0",

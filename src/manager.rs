@@ -311,10 +311,7 @@ impl<D: Driver> Manager<D> {
             .profiles()?
             .into_iter()
             .map(|profile| Listed {
-                cgroup_exists: self
-                    .driver
-                    .path(&profile.name)
-                    .is_some_and(|p| p.is_dir()),
+                cgroup_exists: self.driver.path(&profile.name).is_some_and(|p| p.is_dir()),
                 profile,
             })
             .collect())
@@ -357,11 +354,14 @@ fn oom_shortfall(adj: i16, pid: u32) -> Shortfall {
     if adj < 0 {
         Shortfall::new(
             what,
-            "lowering an OOM score adjustment below 0 needs CAP_SYS_RESOURCE, which this user lacks",
+            "lowering an OOM score adjustment below 0 needs CAP_SYS_RESOURCE, which this process lacks",
         )
         .fix("run as root, or give the profile --oom-adj 0 or higher")
     } else {
-        Shortfall::new(what, "the kernel refused the write: the process belongs to another user")
-            .fix("run as root, or apply to your own processes")
+        Shortfall::new(
+            what,
+            "the kernel refused the write: the process belongs to another user",
+        )
+        .fix("run as root, or apply to your own processes")
     }
 }

@@ -73,10 +73,10 @@ pub enum PlanError {
     #[error("unknown preset '{0}': choose inference, training, batch or interactive (see `cortex limits presets`)")]
     Preset(String),
     /// A memory size that does not parse.
-    #[error("invalid memory size: {0}")]
+    #[error(transparent)]
     Size(#[from] SizeError),
     /// A CPU list that does not parse.
-    #[error("invalid CPU list: {0}")]
+    #[error(transparent)]
     CpuList(#[from] CpuListError),
     /// An empty `--cpus`.
     #[error("invalid CPU list '': name at least one CPU, such as 0-3")]
@@ -252,7 +252,9 @@ impl CpuWeight {
 
     /// A weight, if in range.
     pub fn new(weight: u64) -> Option<CpuWeight> {
-        (1..=10_000).contains(&weight).then(|| CpuWeight(weight as u16))
+        (1..=10_000)
+            .contains(&weight)
+            .then_some(CpuWeight(weight as u16))
     }
 
     /// The weight as a number.
@@ -278,7 +280,9 @@ pub struct OomScoreAdj(i16);
 impl OomScoreAdj {
     /// An adjustment, if in range.
     pub fn new(adj: i64) -> Option<OomScoreAdj> {
-        (-1000..=1000).contains(&adj).then(|| OomScoreAdj(adj as i16))
+        (-1000..=1000)
+            .contains(&adj)
+            .then_some(OomScoreAdj(adj as i16))
     }
 
     /// The adjustment as a number.
@@ -304,7 +308,9 @@ pub struct GpuShare(u8);
 impl GpuShare {
     /// A share, if in range.
     pub fn new(percent: u64) -> Option<GpuShare> {
-        (1..=100).contains(&percent).then(|| GpuShare(percent as u8))
+        (1..=100)
+            .contains(&percent)
+            .then_some(GpuShare(percent as u8))
     }
 
     /// The share in percent.
@@ -393,7 +399,11 @@ pub fn default_high(max: Limit<Bytes>) -> Limit<Bytes> {
         Limit::Max => Limit::Max,
         Limit::Value(Bytes(max)) => {
             let high = max / HIGH_DENOMINATOR * HIGH_NUMERATOR;
-            Limit::Value(Bytes(high).page_aligned().max(Bytes(crate::units::PAGE_SIZE)))
+            Limit::Value(
+                Bytes(high)
+                    .page_aligned()
+                    .max(Bytes(crate::units::PAGE_SIZE)),
+            )
         }
     }
 }
@@ -459,7 +469,14 @@ mod tests {
 
     #[test]
     fn profile_names() {
-        let good = ["a", "inference-job", "Job_2", "v1.2", "9lives", &"x".repeat(64)];
+        let good = [
+            "a",
+            "inference-job",
+            "Job_2",
+            "v1.2",
+            "9lives",
+            &"x".repeat(64),
+        ];
         for name in good {
             assert_eq!(ProfileName::new(name).map(|n| n.0), Ok(name.to_string()));
         }
@@ -550,16 +567,31 @@ mod tests {
     fn bounded_numbers() {
         assert_eq!("1".parse::<CpuWeight>().map(|w| w.get()), Ok(1));
         assert_eq!("10000".parse::<CpuWeight>().map(|w| w.get()), Ok(10_000));
-        assert!(matches!("0".parse::<CpuWeight>(), Err(PlanError::Weight(_))));
-        assert!(matches!("10001".parse::<CpuWeight>(), Err(PlanError::Weight(_))));
+        assert!(matches!(
+            "0".parse::<CpuWeight>(),
+            Err(PlanError::Weight(_))
+        ));
+        assert!(matches!(
+            "10001".parse::<CpuWeight>(),
+            Err(PlanError::Weight(_))
+        ));
         assert_eq!("-1000".parse::<OomScoreAdj>().map(|a| a.get()), Ok(-1000));
         assert_eq!("1000".parse::<OomScoreAdj>().map(|a| a.get()), Ok(1000));
-        assert!(matches!("-1001".parse::<OomScoreAdj>(), Err(PlanError::OomAdj(_))));
-        assert!(matches!("lots".parse::<OomScoreAdj>(), Err(PlanError::OomAdj(_))));
+        assert!(matches!(
+            "-1001".parse::<OomScoreAdj>(),
+            Err(PlanError::OomAdj(_))
+        ));
+        assert!(matches!(
+            "lots".parse::<OomScoreAdj>(),
+            Err(PlanError::OomAdj(_))
+        ));
         assert_eq!(parse_gpus("0"), Ok(0));
         assert!(matches!(parse_gpus("-1"), Err(PlanError::Gpus(_))));
         assert!(matches!(parse_gpus("1025"), Err(PlanError::Gpus(_))));
-        assert!(matches!("0".parse::<GpuShare>(), Err(PlanError::GpuShare(_))));
+        assert!(matches!(
+            "0".parse::<GpuShare>(),
+            Err(PlanError::GpuShare(_))
+        ));
         assert!(matches!(parse_cpus(""), Err(PlanError::EmptyCpuList)));
     }
 
@@ -575,7 +607,11 @@ mod tests {
         };
         let limits = Limits::resolve(Preset::Inference, &memory_only).unwrap();
         assert_eq!(limits.memory_max, gib(8));
-        assert_eq!(limits.memory_high, gib(7), "soft limit follows the new hard one");
+        assert_eq!(
+            limits.memory_high,
+            gib(7),
+            "soft limit follows the new hard one"
+        );
 
         let unlimited = Overrides {
             memory_max: Some(Limit::Max),

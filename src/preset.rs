@@ -12,9 +12,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::plan::{
-    default_high, CpuQuota, CpuWeight, GpuShare, Limits, OomScoreAdj, PlanError,
-};
+use crate::plan::{default_high, CpuQuota, CpuWeight, GpuShare, Limits, OomScoreAdj, PlanError};
 use crate::units::{Bytes, Limit};
 
 /// A workload preset.
@@ -112,9 +110,25 @@ mod tests {
         let gib = |n: u64| Limit::Value(Bytes(n << 30));
         let cases = [
             (Preset::Inference, 400_000, 400, gib(32), gib(28), -500, 100),
-            (Preset::Training, 1_600_000, 200, gib(128), gib(112), -800, 100),
+            (
+                Preset::Training,
+                1_600_000,
+                200,
+                gib(128),
+                gib(112),
+                -800,
+                100,
+            ),
             (Preset::Batch, 800_000, 50, gib(64), gib(56), 0, 80),
-            (Preset::Interactive, 200_000, 100, gib(16), gib(14), -200, 50),
+            (
+                Preset::Interactive,
+                200_000,
+                100,
+                gib(16),
+                gib(14),
+                -200,
+                50,
+            ),
         ];
         for (preset, quota, weight, max, high, oom, share) in cases {
             let l = preset.limits();

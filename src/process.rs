@@ -250,7 +250,10 @@ mod tests {
 
     #[test]
     fn a_live_child_is_found_and_verified() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let proc_root = Path::new("/proc");
         let target = Target::open(proc_root, child.id()).unwrap();
         assert_eq!(target.pid(), child.id());
@@ -259,14 +262,20 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         let err = target.verify(proc_root).unwrap_err();
-        assert!(matches!(err, ProcessError::Vanished { reused: false, .. }), "{err:?}");
+        assert!(
+            matches!(err, ProcessError::Vanished { reused: false, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn a_missing_pid_is_not_found() {
         // Pids above the kernel's limit (at most 2^22) never exist.
         let err = Target::open(Path::new("/proc"), 5_000_000).unwrap_err();
-        assert!(matches!(err, ProcessError::NoSuchProcess { pid: 5_000_000 }), "{err:?}");
+        assert!(
+            matches!(err, ProcessError::NoSuchProcess { pid: 5_000_000 }),
+            "{err:?}"
+        );
         assert_eq!(err.kind(), ErrorKind::NotFound);
         let err = Target::open(Path::new("/proc"), 1).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadInput);
@@ -274,7 +283,10 @@ mod tests {
 
     #[test]
     fn oom_adjustment_of_a_child_reads_back() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let proc_root = Path::new("/proc");
         let adj = OomScoreAdj::new(300).unwrap();
         set_oom_score_adj(proc_root, child.id(), adj).unwrap();

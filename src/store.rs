@@ -63,7 +63,9 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// The directory for a new database cannot be created.
-    #[error("cannot create the directory {path} for the profile database: choose another with --db")]
+    #[error(
+        "cannot create the directory {path} for the profile database: choose another with --db"
+    )]
     CreateDir {
         /// The directory.
         path: PathBuf,
@@ -182,12 +184,11 @@ impl Store {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|source| {
-            StoreError::CannotOpen {
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| StoreError::CannotOpen {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            })?;
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
@@ -203,12 +204,11 @@ impl Store {
             return Ok(None);
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|source| {
-            StoreError::CannotOpen {
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| StoreError::CannotOpen {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            })?;
         let store = Store {
             conn,
             path: path.to_path_buf(),
@@ -584,7 +584,10 @@ mod tests {
         tx.commit().unwrap();
         let tx = store.begin().unwrap();
         let err = tx.insert(&profile("job")).unwrap_err();
-        assert!(matches!(err, StoreError::Exists(ref n) if n.as_str() == "job"), "{err}");
+        assert!(
+            matches!(err, StoreError::Exists(ref n) if n.as_str() == "job"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -610,7 +613,12 @@ mod tests {
         tx.record_applied(&b.name, 43, 2000).unwrap();
         tx.commit().unwrap();
         assert_eq!(store.applied(&a.name).unwrap(), vec![], "moved to b");
-        let pids: Vec<u32> = store.applied(&b.name).unwrap().iter().map(|p| p.pid).collect();
+        let pids: Vec<u32> = store
+            .applied(&b.name)
+            .unwrap()
+            .iter()
+            .map(|p| p.pid)
+            .collect();
         assert_eq!(pids, vec![42, 43]);
 
         let tx = store.begin().unwrap();
@@ -632,7 +640,11 @@ mod tests {
     fn a_file_that_is_not_sqlite_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("limits.db");
-        std::fs::write(&path, "this is a text file, long enough to have a header......").unwrap();
+        std::fs::write(
+            &path,
+            "this is a text file, long enough to have a header......",
+        )
+        .unwrap();
         let err = Store::open(&path).err().unwrap();
         assert!(matches!(err, StoreError::NotADatabase { .. }), "{err:?}");
         let err = Store::open_existing(&path).err().unwrap();
@@ -648,7 +660,10 @@ mod tests {
             .execute_batch("PRAGMA user_version = 99")
             .unwrap();
         let err = Store::open(&path).err().unwrap();
-        assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err:?}");
+        assert!(
+            matches!(err, StoreError::TooNew { found: 99, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -665,7 +680,13 @@ mod tests {
             .unwrap();
         let err = store.list().unwrap_err();
         assert!(
-            matches!(err, StoreError::Corrupt { what: "cpu_weight", .. }),
+            matches!(
+                err,
+                StoreError::Corrupt {
+                    what: "cpu_weight",
+                    ..
+                }
+            ),
             "{err:?}"
         );
     }

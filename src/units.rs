@@ -35,7 +35,9 @@ pub enum Limit<T> {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SizeError {
     /// The text is not a size at all.
-    #[error("'{0}' is not a size: use a number of GiB (32), a number with a unit (512M, 1.5T), or max")]
+    #[error(
+        "'{0}' is not a size: use a number of GiB (32), a number with a unit (512M, 1.5T), or max"
+    )]
     Invalid(String),
     /// The size does not fit in 64 bits.
     #[error("'{0}' is too large: it does not fit in 64 bits of bytes")]
@@ -145,22 +147,43 @@ mod tests {
 
     #[test]
     fn memory_sizes() {
-        let cases: &[(&str, &str, Result<Limit<Bytes>, SizeError>)] = &[
-            ("bare number is GiB", "32", Ok(Limit::Value(Bytes(32 * GIB)))),
+        type Case = (&'static str, &'static str, Result<Limit<Bytes>, SizeError>);
+        let cases: &[Case] = &[
+            (
+                "bare number is GiB",
+                "32",
+                Ok(Limit::Value(Bytes(32 * GIB))),
+            ),
             ("G suffix", "32G", Ok(Limit::Value(Bytes(32 * GIB)))),
             ("GiB suffix", "32GiB", Ok(Limit::Value(Bytes(32 * GIB)))),
-            ("GB is binary too", "32GB", Ok(Limit::Value(Bytes(32 * GIB)))),
+            (
+                "GB is binary too",
+                "32GB",
+                Ok(Limit::Value(Bytes(32 * GIB))),
+            ),
             ("lower-case m", "512m", Ok(Limit::Value(Bytes(512 * MIB)))),
             ("fraction of T", "1.5T", Ok(Limit::Value(Bytes(1536 * GIB)))),
-            ("fraction of bare GiB", "0.5", Ok(Limit::Value(Bytes(512 * MIB)))),
+            (
+                "fraction of bare GiB",
+                "0.5",
+                Ok(Limit::Value(Bytes(512 * MIB))),
+            ),
             ("K suffix", "64K", Ok(Limit::Value(Bytes(64 << 10)))),
             ("rounded to pages", "5000B", Ok(Limit::Value(Bytes(4096)))),
             ("max", "max", Ok(Limit::Max)),
             ("MAX", "MAX", Ok(Limit::Max)),
-            ("surrounding blanks", " 2G ", Ok(Limit::Value(Bytes(2 * GIB)))),
+            (
+                "surrounding blanks",
+                " 2G ",
+                Ok(Limit::Value(Bytes(2 * GIB))),
+            ),
             ("zero", "0", Err(SizeError::TooSmall("0".into()))),
             ("zero bytes", "0B", Err(SizeError::TooSmall("0B".into()))),
-            ("under a page", "100B", Err(SizeError::TooSmall("100B".into()))),
+            (
+                "under a page",
+                "100B",
+                Err(SizeError::TooSmall("100B".into())),
+            ),
             ("negative", "-1G", Err(SizeError::Invalid("-1G".into()))),
             ("garbage", "lots", Err(SizeError::Invalid("lots".into()))),
             ("empty", "", Err(SizeError::Invalid("".into()))),
@@ -170,7 +193,11 @@ mod tests {
                 "99999999999999999999",
                 Err(SizeError::Overflow("99999999999999999999".into())),
             ),
-            ("overflow by unit", "20E", Err(SizeError::Overflow("20E".into()))),
+            (
+                "overflow by unit",
+                "20E",
+                Err(SizeError::Overflow("20E".into())),
+            ),
         ];
         for (label, input, want) in cases {
             assert_eq!(&parse_memory(input), want, "{label}: {input:?}");

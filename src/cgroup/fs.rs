@@ -100,7 +100,9 @@ impl Driver for FsDriver {
                 _ => CgroupError::Write {
                     path,
                     value: pid.to_string(),
-                    hint: "; a kernel thread or a process of another cgroup namespace cannot be moved".into(),
+                    hint:
+                        "; a kernel thread or a process of another cgroup namespace cannot be moved"
+                            .into(),
                     source,
                 },
             },
@@ -117,12 +119,14 @@ impl Driver for FsDriver {
                 ..Live::default()
             });
         }
-        let number = |file| read_optional(&dir.join(file)).map(|t| t.and_then(|t| t.trim().parse().ok()));
+        let number =
+            |file| read_optional(&dir.join(file)).map(|t| t.and_then(|t| t.trim().parse().ok()));
         Ok(Live {
             pids: read_optional(&dir.join(PROCS))?.map_or_else(Vec::new, |t| stat::pids(&t)),
             cpu_max: read_optional(&dir.join(CPU_MAX))?.and_then(|t| stat::cpu_max(&t)),
             cpu_weight: number(CPU_WEIGHT)?,
-            cpuset_cpus: read_optional(&dir.join(CPUSET_CPUS))?.and_then(|t| CpuSet::parse(&t).ok()),
+            cpuset_cpus: read_optional(&dir.join(CPUSET_CPUS))?
+                .and_then(|t| CpuSet::parse(&t).ok()),
             memory_current: number(MEMORY_CURRENT)?,
             memory_max: read_optional(&dir.join(MEMORY_MAX))?.and_then(|t| stat::byte_limit(&t)),
             memory_high: read_optional(&dir.join(MEMORY_HIGH))?.and_then(|t| stat::byte_limit(&t)),
@@ -254,7 +258,11 @@ fn write_limits(dir: &Path, limits: &Limits, enabled: &[&str]) -> Result<(), Cgr
     if on("cpuset") {
         // An empty list hands the parent's CPUs down again, which is what a
         // profile without --cpus means.
-        let cpus = limits.cpus.as_ref().map(CpuSet::to_string).unwrap_or_default();
+        let cpus = limits
+            .cpus
+            .as_ref()
+            .map(CpuSet::to_string)
+            .unwrap_or_default();
         write(&dir.join(CPUSET_CPUS), &cpus).map_err(|e| match e {
             CgroupError::Write {
                 path,
@@ -401,10 +409,12 @@ fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
 }
 
 /// Whether `path` is on a cgroup2 filesystem.
+// `f_type` is i64 on x86_64 but narrower on other targets.
+#[allow(clippy::useless_conversion)]
 fn is_cgroupfs(path: &Path) -> bool {
     const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
     rustix::fs::statfs(path)
-        .map(|s| s.f_type as i64 == CGROUP2_SUPER_MAGIC)
+        .map(|s| i64::from(s.f_type) == CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
 }
 

@@ -217,7 +217,11 @@ fn own_unit_ancestor<'a>(proc_cgroup: &'a str, unit: &str) -> Option<&'a str> {
 /// Delegated the way systemd does it: the directory and its
 /// `cgroup.procs` belong to the user.
 fn delegated(dir: &Path, uid: u32) -> bool {
-    let owned = |p: &Path| std::fs::metadata(p).map(|m| m.uid() == uid).unwrap_or(false);
+    let owned = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.uid() == uid)
+            .unwrap_or(false)
+    };
     owned(dir) && owned(&dir.join(PROCS))
 }
 
@@ -248,10 +252,7 @@ mod tests {
                     .collect()
             }
         );
-        let hybrid = tree(&[
-            ("unified/cgroup.controllers", ""),
-            ("memory/tasks", "1\n"),
-        ]);
+        let hybrid = tree(&[("unified/cgroup.controllers", ""), ("memory/tasks", "1\n")]);
         assert_eq!(detect(hybrid.path()), Hierarchy::Hybrid);
         let legacy = tree(&[("cpu/tasks", "1\n"), ("memory/tasks", "1\n")]);
         assert_eq!(detect(legacy.path()), Hierarchy::Legacy);
@@ -290,7 +291,10 @@ mod tests {
             Some("user.slice/user-1000.slice/user@1000.service")
         );
         assert_eq!(
-            own_unit_ancestor("0::/user.slice/user-1000.slice/session-3.scope\n", "user@1000.service"),
+            own_unit_ancestor(
+                "0::/user.slice/user-1000.slice/session-3.scope\n",
+                "user@1000.service"
+            ),
             None
         );
         assert_eq!(
@@ -309,7 +313,10 @@ mod tests {
         // The temp tree belongs to root (the tests' uid), never to uid 4242.
         let t = tree(&[
             ("cgroup.controllers", "cpu memory pids\n"),
-            ("user.slice/user-4242.slice/user@4242.service/cgroup.procs", ""),
+            (
+                "user.slice/user-4242.slice/user@4242.service/cgroup.procs",
+                "",
+            ),
         ]);
         let err = locate(t.path(), t.path(), 4242).unwrap_err();
         let Unavailable::NoDelegation { uid, looked } = &err else {
@@ -318,9 +325,12 @@ mod tests {
         assert_eq!(*uid, 4242);
         assert_eq!(
             looked,
-            &[t.path().join("user.slice/user-4242.slice/user@4242.service")]
+            &[t.path()
+                .join("user.slice/user-4242.slice/user@4242.service")]
         );
-        assert!(err.to_string().contains("Delegate=cpu cpuset io memory pids"));
+        assert!(err
+            .to_string()
+            .contains("Delegate=cpu cpuset io memory pids"));
     }
 
     #[test]

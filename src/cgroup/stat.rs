@@ -137,7 +137,8 @@ mod tests {
     // cpu.stat of a group without the cpu controller: only the usage lines.
     const CPU_STAT_NO_CONTROLLER: &str = "usage_usec 8041\nuser_usec 3520\nsystem_usec 4521\n";
 
-    const MEMORY_EVENTS_6_1: &str = "low 0\nhigh 4127\nmax 212\noom 3\noom_kill 2\noom_group_kill 0\n";
+    const MEMORY_EVENTS_6_1: &str =
+        "low 0\nhigh 4127\nmax 212\noom 3\noom_kill 2\noom_group_kill 0\n";
 
     #[test]
     fn cpu_stat() {
@@ -187,7 +188,10 @@ mod tests {
         );
         assert_eq!(controllers("+cpu +memory"), ["cpu", "memory"]);
         assert_eq!(cpu_max("max 100000\n"), Some((Limit::Max, 100_000)));
-        assert_eq!(cpu_max("50000 100000\n"), Some((Limit::Value(50_000), 100_000)));
+        assert_eq!(
+            cpu_max("50000 100000\n"),
+            Some((Limit::Value(50_000), 100_000))
+        );
         assert_eq!(cpu_max("garbage"), None);
         assert_eq!(populated("populated 1\nfrozen 0\n"), Some(true));
         assert_eq!(populated("populated 0\nfrozen 0\n"), Some(false));

@@ -48,7 +48,10 @@ fn ensure_writes_every_limit_and_enables_controllers() {
     assert_eq!(read(&dir.join(CPUSET_CPUS)), "0-3,8");
     let enabled = "+cpu +cpuset +io +memory +pids";
     assert_eq!(read(&t.path().join(SUBTREE_CONTROL)), enabled);
-    assert_eq!(read(&t.path().join("cortex.slice").join(SUBTREE_CONTROL)), enabled);
+    assert_eq!(
+        read(&t.path().join("cortex.slice").join(SUBTREE_CONTROL)),
+        enabled
+    );
     assert!(
         !dir.join(SUBTREE_CONTROL).exists(),
         "a profile cgroup is a leaf: nothing enabled below it"
@@ -72,7 +75,10 @@ fn unlimited_values_are_written_as_max() {
     assert_eq!(read(&dir.join(CPU_MAX)), "max 100000");
     assert_eq!(read(&dir.join(MEMORY_MAX)), "max");
     assert_eq!(read(&dir.join(MEMORY_HIGH)), "max");
-    assert!(!dir.join(CPUSET_CPUS).exists(), "no cpuset controller, no cpuset file");
+    assert!(
+        !dir.join(CPUSET_CPUS).exists(),
+        "no cpuset controller, no cpuset file"
+    );
 }
 
 #[test]
@@ -80,7 +86,9 @@ fn controllers_already_on_are_not_written_again() {
     let t = root_tree("cpu memory pids\n");
     fs::write(t.path().join(SUBTREE_CONTROL), "cpu memory pids\n").unwrap();
     let driver = FsDriver::new(t.path(), t.path(), 0);
-    driver.ensure(&name("job"), &limits(Overrides::default())).unwrap();
+    driver
+        .ensure(&name("job"), &limits(Overrides::default()))
+        .unwrap();
     assert_eq!(read(&t.path().join(SUBTREE_CONTROL)), "cpu memory pids\n");
 }
 
@@ -96,7 +104,9 @@ fn a_missing_controller_is_a_shortfall_not_a_silent_drop() {
     let what: Vec<&str> = done.shortfalls.iter().map(|s| s.what.as_str()).collect();
     assert_eq!(what, ["memory.max and memory.high", "cpuset.cpus"]);
     assert!(
-        done.shortfalls[1].to_string().contains("cpuset controller is not available"),
+        done.shortfalls[1]
+            .to_string()
+            .contains("cpuset controller is not available"),
         "{}",
         done.shortfalls[1]
     );
@@ -115,7 +125,11 @@ fn a_refused_limit_names_the_file_and_the_value() {
     };
     assert_eq!(path, &dir.join(MEMORY_HIGH));
     assert_eq!(value, &(28u64 << 30).to_string());
-    assert!(err.to_string().starts_with("cannot write '30064771072' to "), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot write '30064771072' to "),
+        "{err}"
+    );
 }
 
 #[test]
@@ -125,8 +139,13 @@ fn a_refused_controller_write_leaves_no_profile_cgroup() {
     // A directory where the slice's subtree_control should be: the kernel
     // file can be neither read nor written.
     fs::create_dir_all(t.path().join("cortex.slice").join(SUBTREE_CONTROL)).unwrap();
-    let err = driver.ensure(&name("job"), &limits(Overrides::default())).unwrap_err();
-    assert!(matches!(err, CgroupError::Read { ref path, .. } if path.ends_with("cortex.slice/cgroup.subtree_control")), "{err:?}");
+    let err = driver
+        .ensure(&name("job"), &limits(Overrides::default()))
+        .unwrap_err();
+    assert!(
+        matches!(err, CgroupError::Read { ref path, .. } if path.ends_with("cortex.slice/cgroup.subtree_control")),
+        "{err:?}"
+    );
     assert!(!t.path().join("cortex.slice/job").exists());
 }
 
@@ -134,7 +153,9 @@ fn a_refused_controller_write_leaves_no_profile_cgroup() {
 fn attach_writes_the_pid_to_cgroup_procs() {
     let t = root_tree("cpu memory pids\n");
     let driver = FsDriver::new(t.path(), t.path(), 0);
-    driver.ensure(&name("job"), &limits(Overrides::default())).unwrap();
+    driver
+        .ensure(&name("job"), &limits(Overrides::default()))
+        .unwrap();
     driver.attach(&name("job"), 4242).unwrap();
     assert_eq!(read(&t.path().join("cortex.slice/job").join(PROCS)), "4242");
 }
@@ -169,7 +190,10 @@ fn live_reads_the_kernel_formats() {
     assert_eq!(live.cpu_weight, Some(400));
     assert_eq!(live.cpuset_cpus, Some(parse_cpus("0-3,8").unwrap()));
     assert_eq!(live.memory_current, Some(1_052_672));
-    assert_eq!(live.memory_max, Some(Limit::Value(crate::units::Bytes(64 << 20))));
+    assert_eq!(
+        live.memory_max,
+        Some(Limit::Value(crate::units::Bytes(64 << 20)))
+    );
     assert_eq!(live.memory_high, Some(Limit::Max));
     assert_eq!(live.cpu_stat.unwrap().nr_throttled, 38);
     assert_eq!(live.memory_events.unwrap().oom_kill, 1);
@@ -188,7 +212,10 @@ fn drift_names_the_files_that_differ() {
         ..Overrides::default()
     });
     driver.ensure(&name("job"), &l).unwrap();
-    assert_eq!(driver.live(&name("job")).unwrap().drift(&l), Vec::<&str>::new());
+    assert_eq!(
+        driver.live(&name("job")).unwrap().drift(&l),
+        Vec::<&str>::new()
+    );
 
     let dir = t.path().join("cortex.slice/job");
     fs::write(dir.join(CPU_WEIGHT), "100\n").unwrap();
@@ -203,7 +230,9 @@ fn drift_names_the_files_that_differ() {
 fn remove_refuses_while_processes_are_inside() {
     let t = root_tree("cpu memory pids\n");
     let driver = FsDriver::new(t.path(), t.path(), 0);
-    driver.ensure(&name("job"), &limits(Overrides::default())).unwrap();
+    driver
+        .ensure(&name("job"), &limits(Overrides::default()))
+        .unwrap();
     let dir = t.path().join("cortex.slice/job");
     fs::write(dir.join(PROCS), "4242\n").unwrap();
 
@@ -236,7 +265,9 @@ fn a_host_without_cgroup2_is_unavailable_for_every_operation() {
     let driver = FsDriver::new(t.path(), t.path(), 0);
     assert!(matches!(driver.base(), Err(Unavailable::Hybrid { .. })));
     assert_eq!(driver.path(&name("job")), None);
-    let err = driver.ensure(&name("job"), &limits(Overrides::default())).unwrap_err();
+    let err = driver
+        .ensure(&name("job"), &limits(Overrides::default()))
+        .unwrap_err();
     assert!(err.to_string().contains("hybrid cgroup host"), "{err}");
     assert_eq!(err.kind(), crate::error::ErrorKind::Unsupported);
     assert!(!t.path().join("cortex.slice").exists());
@@ -249,9 +280,9 @@ fn a_delegated_subtree_reports_what_it_lacks() {
         use std::os::unix::fs::MetadataExt;
         fs::metadata(t.path()).unwrap().uid()
     };
-    let unit = t
-        .path()
-        .join(format!("user.slice/user-{owner}.slice/user@{owner}.service"));
+    let unit = t.path().join(format!(
+        "user.slice/user-{owner}.slice/user@{owner}.service"
+    ));
     fs::create_dir_all(&unit).unwrap();
     fs::write(unit.join(CONTROLLERS), "cpu memory pids\n").unwrap();
     fs::write(unit.join(PROCS), "").unwrap();
@@ -268,7 +299,16 @@ fn a_delegated_subtree_reports_what_it_lacks() {
     let done = driver.ensure(&name("job"), &l).unwrap();
     assert_eq!(done.shortfalls.len(), 1);
     let text = done.shortfalls[0].to_string();
-    assert!(text.starts_with("cpuset.cpus not enforced: the cpuset controller is not delegated"), "{text}");
-    assert!(text.contains("Delegate=cpu cpuset io memory pids"), "{text}");
-    assert_eq!(read(&unit.join("cortex.slice/job").join(CPU_MAX)), "400000 100000");
+    assert!(
+        text.starts_with("cpuset.cpus not enforced: the cpuset controller is not delegated"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Delegate=cpu cpuset io memory pids"),
+        "{text}"
+    );
+    assert_eq!(
+        read(&unit.join("cortex.slice/job").join(CPU_MAX)),
+        "400000 100000"
+    );
 }
