@@ -26,6 +26,9 @@ const SYSTEMD_BASE: &str = "systemd-base-v1.cpio.zst";
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n";
 const GROUP: &str = "root:x:0:\nuser:x:1000:\n";
 
+/// Units masked in the systemd image.
+const MASKED: &[&str] = &["serial-getty@ttyS0.service", "getty@tty1.service"];
+
 /// Documentation and translations are of no use in a test VM.
 const DPKG_EXCLUDES: &[&str] = &[
     "path-exclude=/usr/share/man/*",
@@ -106,7 +109,13 @@ pub fn systemd(vm_dir: &Path, repo: &Path, payload: &Payload) -> Result<PathBuf>
         archive.symlink(
             "etc/systemd/system/multi-user.target.wants/cortex-tests.service",
             "../cortex-tests.service",
-        )
+        )?;
+        // The image has no udev, so the gettys would wait 90 s for their
+        // tty devices to show up, and nobody logs in anyway.
+        for getty in MASKED {
+            archive.symlink(&format!("etc/systemd/system/{getty}"), "/dev/null")?;
+        }
+        Ok(())
     })?;
 
     let image = dir.join("initrd.img");

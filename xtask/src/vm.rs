@@ -130,8 +130,8 @@ fn run_mode(mode: Mode, kernel: &Kernel, initrd: &Path, vm_dir: &Path) -> Result
         if let Some(mark) = line.strip_prefix(MARK) {
             if let Some(uptime) = mark.strip_prefix("begin ") {
                 began = Some((start.elapsed(), uptime.to_string()));
-            } else if let Some(rc) = mark.strip_prefix("end ") {
-                exit_code = Some(rc.to_string());
+            } else if let Some(end) = mark.strip_prefix("end ") {
+                exit_code = end.split_whitespace().next().map(str::to_string);
             }
             return;
         }
