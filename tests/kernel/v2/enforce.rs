@@ -50,10 +50,10 @@ fn half_a_core_holds_a_busy_loop_to_half_a_cpu() {
 fn memory_max_oom_kills_inside_the_cgroup_only() {
     let cortex = Cortex::root();
     let name = unique("oom");
-    // memory.high out of the way, so the hog meets max without being
+    // memory.high no lower than max, so the hog meets max without being
     // throttled first.
     cortex
-        .run(&["create", &name, "--memory", "64M", "--memory-high", "max"])
+        .run(&["create", &name, "--memory", "64M", "--memory-high", "64M"])
         .expect(0, "create");
 
     let mut outside = Helper::start(&["hog", "96"]);
