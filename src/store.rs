@@ -5,6 +5,13 @@
 //! a busy timeout, so two invocations never interleave half-done changes,
 //! and of two creates of the same name exactly one wins. Readers open the
 //! file read-only and never create it: a missing database is an empty one.
+//!
+//! The journal is SQLite's default rollback journal, not WAL. A writer's
+//! lock does not block readers until the moment it commits, which is all
+//! the concurrency a command-line tool needs; and WAL would make every
+//! read-only open of an idle database create and initialise the `-wal` and
+//! `-shm` files, which costs more than the whole of `env`'s work and fails
+//! outright for a reader who may not write the database's directory.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -236,19 +243,8 @@ impl Store {
         self.conn
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| self.error(e))?;
-        // WAL lets readers go on while a writer works; the mode is stored in
-        // the file, so only the first open pays for switching.
-        let mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .map_err(|e| self.error(e))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            self.conn
-                .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-                .map_err(|e| self.error(e))?;
-        }
         self.conn
-            .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+            .execute_batch("PRAGMA foreign_keys = ON;")
             .map_err(|e| self.error(e))
     }
 
