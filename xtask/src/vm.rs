@@ -48,13 +48,19 @@ impl Mode {
         }
     }
 
-    /// A generous bound: a hang fails the run instead of stalling it.
+    /// A generous bound, so that a hang fails the run instead of stalling
+    /// it; `XTASK_VM_TIMEOUT` (seconds) overrides it for every mode.
     fn timeout(self) -> Duration {
-        Duration::from_secs(match self {
-            Mode::Plain => 240,
-            Mode::Hybrid => 120,
-            Mode::Systemd => 240,
-        })
+        let default = match self {
+            Mode::Plain => 180,
+            Mode::Hybrid => 90,
+            Mode::Systemd => 180,
+        };
+        let secs = std::env::var("XTASK_VM_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default);
+        Duration::from_secs(secs)
     }
 
     fn append(self) -> String {
