@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::support::{read, unique, Cortex, CGROUP_ROOT};
+use crate::support::{read, unique, Cortex, Helper, CGROUP_ROOT};
 
 fn assert_hybrid_host() {
     let unified = Path::new(CGROUP_ROOT).join("unified/cgroup.controllers");
@@ -80,4 +80,18 @@ fn commands_that_need_no_kernel_still_work() {
     cortex.run(&["presets"]).expect(0, "presets");
     cortex.run(&["status"]).expect(0, "status");
     cortex.run(&["status", &name]).expect(0, "status NAME");
+}
+
+#[test]
+#[ignore = "needs a real cgroup v2 kernel: run with cargo xtask vm-test"]
+fn apply_is_not_possible_without_cgroup_v2() {
+    assert_hybrid_host();
+    let cortex = Cortex::root();
+    let name = unique("hybrid");
+    cortex
+        .run(&["create", &name, "--cpu", "50"])
+        .expect(5, "create");
+    let target = Helper::start(&["sleep"]);
+    let out = cortex.run(&["apply", &name, "--pid", &target.pid_arg()]);
+    out.expect(6, "apply on a hybrid host");
 }

@@ -23,7 +23,8 @@ export HOME=/root
 cd /tmp || exit 1
 
 echo "@@cortex-vm begin uptime=$(cut -d' ' -f1 /proc/uptime)"
+# --show-output keeps what passing tests print (measurements) in the log.
 # shellcheck disable=SC2086 # the filters are words on purpose
-/tests/kernel-tests --ignored --test-threads=1 $filters
+/tests/kernel-tests --ignored --test-threads=1 --show-output $filters
 rc=$?
 echo "@@cortex-vm end rc=$rc uptime=$(cut -d' ' -f1 /proc/uptime)"

@@ -35,6 +35,9 @@ fn half_a_core_holds_a_busy_loop_to_half_a_cpu() {
     );
 
     let rate = (usage1 - usage0) as f64 / 1e6 / wall.as_secs_f64();
+    println!(
+        "--cpu 50: {rate:.3} CPU-s/s over {wall:?}, nr_throttled {throttled0} -> {throttled1}"
+    );
     assert!(
         (0.45..=0.55).contains(&rate),
         "a busy loop under --cpu 50 used {rate:.3} CPU-seconds per second (wanted 0.5 +- 0.05)"
