@@ -1,10 +1,11 @@
 //! The real-kernel suite: one VM boot per mode, each running the
 //! `tests/kernel.rs` tests meant for it.
 
+use std::fs::{self, File};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::kernel::{self, Kernel};
 use crate::qemu::Boot;
@@ -80,6 +81,7 @@ impl Mode {
 pub fn suite(repo: &Path, modes: &[Mode]) -> Result<Tally> {
     let start = Instant::now();
     let vm_dir = repo.join("target/vm");
+    let _lock = lock(&vm_dir)?;
     prereq::ensure(modes.contains(&Mode::Systemd))?;
     let kernel = kernel::ensure(&vm_dir)?;
     let payload = host::build_payload(repo)?;
@@ -112,6 +114,20 @@ pub fn suite(repo: &Path, modes: &[Mode]) -> Result<Tally> {
         start.elapsed().as_secs_f64()
     );
     Ok(tally)
+}
+
+/// Holds `vm_dir/lock` until dropped, so that two runs in one checkout do
+/// not build images over each other.
+fn lock(vm_dir: &Path) -> Result<File> {
+    fs::create_dir_all(vm_dir)?;
+    let path = vm_dir.join("lock");
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    if file.try_lock().is_err() {
+        println!("vm: waiting for another run to release {}", path.display());
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+    }
+    Ok(file)
 }
 
 fn run_mode(mode: Mode, kernel: &Kernel, initrd: &Path, vm_dir: &Path) -> Result<Tally> {
