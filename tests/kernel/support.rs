@@ -98,6 +98,14 @@ pub struct Output {
 }
 
 impl Output {
+    fn of(out: std::process::Output) -> Output {
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// Asserts the exit code, showing the command's output when it differs.
     #[track_caller]
     pub fn expect(self, code: i32, what: &str) -> Output {
@@ -143,7 +151,39 @@ impl Cortex {
 
     /// Runs `cortex limits ARGS...`.
     pub fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(cortex_bin());
+        let out = self
+            .command(Command::new(cortex_bin()), args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", cortex_bin().display()));
+        Output::of(out)
+    }
+
+    /// Runs `cortex limits ARGS...` from inside the cgroup `cgroup`: a shell
+    /// started with the same user and environment waits until root has
+    /// moved it there, then becomes cortex.
+    pub fn run_in(&self, cgroup: &Path, args: &[&str]) -> Output {
+        let mut gate = Command::new("/bin/sh");
+        gate.args(["-c", "read go && exec \"$0\" \"$@\""])
+            .arg(cortex_bin());
+        let mut child = self
+            .command(gate, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting /bin/sh");
+        write(cgroup.join("cgroup.procs"), &child.id().to_string());
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"go\n")
+            .expect("starting cortex in the shell");
+        drop(stdin);
+        Output::of(child.wait_with_output().expect("waiting for cortex"))
+    }
+
+    /// `cmd` with the cortex arguments, database, home and user added.
+    fn command(&self, mut cmd: Command, args: &[&str]) -> Command {
         cmd.arg("limits").args(args).arg("--db").arg(self.db());
         cmd.env("HOME", self.dir.path())
             .env_remove("CORTEX_LIMITS_DB");
@@ -151,15 +191,7 @@ impl Cortex {
             cmd.uid(uid).gid(uid);
             cmd.env("XDG_STATE_HOME", self.dir.path().join("state"));
         }
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("running {}: {e}", cortex_bin().display()));
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        cmd
     }
 }
 

@@ -25,14 +25,19 @@ fn delegated() -> &'static Path {
         for parent in [root, &user_slice, &slice] {
             write(parent.join("cgroup.subtree_control"), DELEGATED);
         }
-        for path in [&service, &scope] {
-            chown(path, Some(USER), Some(USER)).unwrap();
-            for file in ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
-                chown(path.join(file), Some(USER), Some(USER)).unwrap();
-            }
-        }
+        give_to_user(&service);
+        give_to_user(&scope);
         service
     })
+}
+
+/// Hands `dir` and the files that move processes to the user, as systemd
+/// does for a delegated unit.
+fn give_to_user(dir: &Path) {
+    chown(dir, Some(USER), Some(USER)).unwrap();
+    for file in ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
+        chown(dir.join(file), Some(USER), Some(USER)).unwrap();
+    }
 }
 
 /// Starts a helper as the user and moves it, as root, into the user's
@@ -158,4 +163,41 @@ fn user_cpus_without_a_delegated_cpuset_is_reported_as_not_enforced() {
         "100000 100000",
         "the limits that can be enforced were not"
     );
+}
+
+#[test]
+#[ignore = "needs a real cgroup v2 kernel: run with cargo xtask vm-test"]
+fn user_finds_the_delegated_subtree_it_runs_in() {
+    // A user@1000.service away from the usual place: cortex must find it as
+    // the ancestor of its own cgroup, not by the usual path.
+    let root = Path::new(CGROUP_ROOT);
+    let slice = root.join("elsewhere.slice");
+    let service = slice.join(format!("user@{USER}.service"));
+    let scope = service.join("init.scope");
+    fs::create_dir_all(&scope).expect("making the user's cgroups");
+    write(root.join("cgroup.subtree_control"), DELEGATED);
+    write(slice.join("cgroup.subtree_control"), DELEGATED);
+    give_to_user(&service);
+    give_to_user(&scope);
+
+    let cortex = Cortex::user();
+    let name = unique("nested");
+    let args = ["create", &name, "--cpu", "50", "--oom-adj", "0"];
+    let out = cortex
+        .run_in(&scope, &args)
+        .expect(0, "create as uid 1000 from init.scope");
+
+    let cgroup = service.join("cortex.slice").join(&name);
+    assert!(
+        cgroup.is_dir(),
+        "{} was not made; cortex said:\n{}{}",
+        cgroup.display(),
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(read(cgroup.join("cpu.max")), "50000 100000");
+    let usual = root.join(format!(
+        "user.slice/user-{USER}.slice/user@{USER}.service/cortex.slice/{name}"
+    ));
+    assert!(!usual.exists(), "{} was made as well", usual.display());
 }
