@@ -4,9 +4,10 @@
 
 use std::path::Path;
 
-use crate::support::{read, unique, Cortex, Helper, CGROUP_ROOT};
+use crate::support::{read, require_vm, unique, Cortex, Helper, CGROUP_ROOT};
 
 fn assert_hybrid_host() {
+    require_vm();
     let unified = Path::new(CGROUP_ROOT).join("unified/cgroup.controllers");
     assert_eq!(
         read(&unified),

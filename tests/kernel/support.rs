@@ -15,6 +15,17 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// The uid (and gid) of the unprivileged user in the VM images.
 pub const USER: u32 = 1000;
 
+/// Panics unless this runs inside a VM booted by `cargo xtask vm-test`,
+/// which sets `CORTEX_VM_MODE`: the tests make, change and delete cgroups
+/// and must never do so on the machine they were built on.
+pub fn require_vm() {
+    assert!(
+        std::env::var_os("CORTEX_VM_MODE").is_some(),
+        "these tests change the machine's cgroups and run only inside the VM: \
+         use cargo xtask vm-test"
+    );
+}
+
 /// The `cortex` binary: `CORTEX_BIN` when the VM harness sets it, otherwise
 /// the one cargo built next to this test.
 pub fn cortex_bin() -> PathBuf {
@@ -53,6 +64,7 @@ pub fn read(path: impl AsRef<Path>) -> String {
 
 /// Writes a kernel file; panics naming the file and value on failure.
 pub fn write(path: impl AsRef<Path>, value: &str) {
+    require_vm();
     let path = path.as_ref();
     fs::write(path, value)
         .unwrap_or_else(|e| panic!("writing {value:?} to {}: {e}", path.display()));
@@ -127,6 +139,7 @@ pub struct Cortex {
 impl Cortex {
     /// Runs `cortex` as root with a fresh database.
     pub fn root() -> Cortex {
+        require_vm();
         Cortex {
             dir: tempdir(),
             uid: None,
@@ -136,6 +149,7 @@ impl Cortex {
     /// Runs `cortex` as the unprivileged user, with a fresh database and
     /// home directory owned by that user.
     pub fn user() -> Cortex {
+        require_vm();
         let dir = tempdir();
         chown(dir.path(), Some(USER), Some(USER)).expect("chown of the user's temp dir");
         Cortex {

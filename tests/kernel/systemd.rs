@@ -1,11 +1,12 @@
 //! A smoke test for a host run by systemd: the ground the systemd driver
 //! will stand on.
 
-use crate::support::{profile_cgroup, read, unique, Cortex};
+use crate::support::{profile_cgroup, read, require_vm, unique, Cortex};
 
 #[test]
 #[ignore = "needs a real cgroup v2 kernel: run with cargo xtask vm-test"]
 fn systemd_is_pid_1_and_create_makes_the_cgroup() {
+    require_vm();
     assert_eq!(read("/proc/1/comm"), "systemd", "PID 1 is not systemd");
 
     let cortex = Cortex::root();

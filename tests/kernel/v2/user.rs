@@ -8,7 +8,9 @@ use std::os::unix::fs::{chown, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::support::{cgroup_of, read, unique, write, Cortex, Helper, CGROUP_ROOT, USER};
+use crate::support::{
+    cgroup_of, read, require_vm, unique, write, Cortex, Helper, CGROUP_ROOT, USER,
+};
 
 const DELEGATED: &str = "+cpu +memory +pids";
 
@@ -21,6 +23,7 @@ fn delegated() -> &'static Path {
         let slice = user_slice.join(format!("user-{USER}.slice"));
         let service = slice.join(format!("user@{USER}.service"));
         let scope = service.join("init.scope");
+        require_vm();
         fs::create_dir_all(&scope).expect("making the user's cgroups");
         for parent in [root, &user_slice, &slice] {
             write(parent.join("cgroup.subtree_control"), DELEGATED);
@@ -174,6 +177,7 @@ fn user_finds_the_delegated_subtree_it_runs_in() {
     let slice = root.join("elsewhere.slice");
     let service = slice.join(format!("user@{USER}.service"));
     let scope = service.join("init.scope");
+    require_vm();
     fs::create_dir_all(&scope).expect("making the user's cgroups");
     write(root.join("cgroup.subtree_control"), DELEGATED);
     write(slice.join("cgroup.subtree_control"), DELEGATED);
