@@ -97,10 +97,9 @@ pub fn systemd(vm_dir: &Path, repo: &Path, payload: &Payload) -> Result<PathBuf>
     let stage = fresh_dir(&dir.join("stage"))?;
     let units = stage.join("etc/systemd/system");
     fs::create_dir_all(units.join("multi-user.target.wants"))?;
-    fs::copy(
-        repo.join("tests/vm/cortex-tests.service"),
-        units.join("cortex-tests.service"),
-    )?;
+    let unit = repo.join("tests/vm/cortex-tests.service");
+    fs::copy(&unit, units.join("cortex-tests.service"))
+        .with_context(|| format!("copying {}", unit.display()))?;
     // The root has the same libraries as this host: it is built from the
     // host's own suite and package sources.
     add_payload(&stage, repo, payload, false)?;
