@@ -157,7 +157,12 @@ fn names_that_could_leave_the_cortex_subtree_are_refused() {
     let before = tree(root);
     for bad in ["../evil", "..", "a/b", ".", "", "/abs", "x/../../evil"] {
         let out = cortex.run(&["create", bad, "--cpu", "100"]);
-        out.expect(2, &format!("create {bad:?}"));
+        let out = out.expect(2, &format!("create {bad:?}"));
+        assert!(
+            out.stderr.starts_with("cortex: error: ") && out.stderr.trim_end().lines().count() == 1,
+            "create {bad:?}: wanted one \"cortex: error: \" line, got:\n{}",
+            out.stderr
+        );
     }
     assert_eq!(tree(root), before, "the cgroup tree changed");
     assert!(!root.join("evil").exists() && !root.parent().unwrap().join("evil").exists());
