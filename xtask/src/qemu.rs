@@ -46,6 +46,8 @@ pub struct Ending {
     pub partial_line: String,
     /// The console log, for pointing at when something went wrong.
     pub console_log: PathBuf,
+    /// What qemu itself printed on stderr (bad options, missing files).
+    pub qemu_errors: String,
 }
 
 impl Boot<'_> {
@@ -57,6 +59,7 @@ impl Boot<'_> {
         let console_log = self.log_dir.join("console.log");
         let results_log = self.log_dir.join("results.log");
         let qemu_out = self.log_dir.join("qemu.out");
+        let qemu_err = self.log_dir.join("qemu.err");
         for f in [&console_log, &results_log] {
             File::create(f).with_context(|| format!("creating {}", f.display()))?;
         }
@@ -78,7 +81,7 @@ impl Boot<'_> {
             .arg(format!("file:{}", results_log.display()))
             .stdin(Stdio::null())
             .stdout(File::create(&qemu_out)?)
-            .stderr(File::create(qemu_out.with_extension("err"))?)
+            .stderr(File::create(&qemu_err)?)
             .spawn()
             .context("starting qemu-system-x86_64")?;
 
@@ -111,6 +114,7 @@ impl Boot<'_> {
             elapsed: start.elapsed(),
             partial_line: results.pending.trim_end_matches(['\r', '\n']).to_string(),
             console_log,
+            qemu_errors: fs::read_to_string(&qemu_err).unwrap_or_default(),
         })
     }
 }

@@ -179,6 +179,10 @@ fn run_mode(mode: Mode, kernel: &Kernel, initrd: &Path, vm_dir: &Path) -> Result
                 mode.timeout().as_secs()
             ));
         }
+        (None, _) if !ending.qemu_errors.trim().is_empty() => tally.fail(format!(
+            "vm {name}: qemu failed: {}",
+            ending.qemu_errors.trim()
+        )),
         (None, _) => tally.fail(format!(
             "vm {name}: the tests never started (see {console})"
         )),
