@@ -32,7 +32,8 @@ commands:
 
 The VM suite needs qemu-system-x86, busybox-static, zstd and mmdebstrap, and
 installs them when run as root on Debian. Downloads and images are cached
-under target/vm/.";
+under target/vm/, the last run's logs in target/vm/logs/<mode>/.
+XTASK_VM_TIMEOUT=SECONDS sets how long a VM may run before it counts as hung.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
