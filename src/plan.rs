@@ -436,10 +436,11 @@ impl Limits {
 
     /// Checks that the parts agree with each other.
     pub fn check(&self) -> Result<(), PlanError> {
+        // `memory.high` of `max` means no soft limit, which is the kernel's
+        // own default beside any hard limit.
         let high_above_max = match (self.memory_high, self.memory_max) {
-            (Limit::Max, Limit::Value(_)) => true,
             (Limit::Value(high), Limit::Value(max)) => high > max,
-            (_, Limit::Max) => false,
+            _ => false,
         };
         if high_above_max {
             return Err(PlanError::HighAboveMax {
@@ -628,6 +629,17 @@ mod tests {
         assert_eq!(
             Limits::resolve(Preset::Inference, &inverted).unwrap_err().to_string(),
             "memory high (9G) is above memory max (8G): the soft limit must not exceed the hard one"
+        );
+
+        let no_soft_limit = Overrides {
+            memory_max: Some(gib(8)),
+            memory_high: Some(Limit::Max),
+            ..Overrides::default()
+        };
+        let limits = Limits::resolve(Preset::Inference, &no_soft_limit).unwrap();
+        assert_eq!(
+            (limits.memory_max, limits.memory_high),
+            (gib(8), Limit::Max)
         );
 
         let high_above_preset_max = Overrides {

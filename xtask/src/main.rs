@@ -2,6 +2,7 @@
 //! real-kernel VM suite that CI runs, and the helper processes the VM tests
 //! drive.
 
+mod bench;
 mod cpio;
 mod helper;
 mod host;
@@ -29,6 +30,8 @@ commands:
   vm-test [--mode MODE]  the VM suite alone; MODE is plain, systemd, hybrid or all
                          (the default)
   vm-helper ROLE [N]     a process for the VM tests: sleep, busy, threads N, hog MIB
+  bench [--runs N]       host benchmark of env, list and status against /bin/true;
+                         tables in target/bench/host.md and host.json
 
 The VM suite needs qemu-system-x86, busybox-static, zstd and mmdebstrap, and
 installs them when run as root on Debian. Downloads and images are cached
@@ -67,6 +70,7 @@ fn run(args: &[String]) -> Result<bool> {
             Ok(close(&tally))
         }
         Some("vm-helper") => helper::run(&args[1..]).map(|()| true),
+        Some("bench") => bench::run(&repo, &args[1..]).map(|()| true),
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(true)
