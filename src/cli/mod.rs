@@ -117,6 +117,13 @@ pub struct CreateArgs {
     /// Workload preset: inference, training, batch or interactive
     #[arg(long, default_value = "inference")]
     pub preset: String,
+    #[command(flatten)]
+    pub limits: LimitOptions,
+}
+
+/// The limit options, shared by every command that sets limits.
+#[derive(Debug, Args)]
+pub struct LimitOptions {
     /// Number of GPUs to ask for (0 hides all GPUs)
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub gpus: Option<String>,
@@ -228,22 +235,29 @@ impl CreateArgs {
         Ok(CreateRequest {
             name: ProfileName::new(&self.name)?,
             preset: self.preset.parse()?,
-            overrides: Overrides {
-                cpu: opt(&self.cpu).map(parse_cpu).transpose()?,
-                cpu_weight: opt(&self.cpu_weight).map(str::parse).transpose()?,
-                cpus: opt(&self.cpus).map(parse_cpus).transpose()?,
-                memory_max: opt(&self.memory)
-                    .map(parse_memory)
-                    .transpose()
-                    .map_err(PlanError::from)?,
-                memory_high: opt(&self.memory_high)
-                    .map(parse_memory)
-                    .transpose()
-                    .map_err(PlanError::from)?,
-                oom_score_adj: opt(&self.oom_adj).map(str::parse).transpose()?,
-                gpus: opt(&self.gpus).map(parse_gpus).transpose()?,
-                gpu_share: opt(&self.gpu_share).map(str::parse).transpose()?,
-            },
+            overrides: self.limits.overrides()?,
+        })
+    }
+}
+
+impl LimitOptions {
+    /// The options given, checked; `None` fields were not given.
+    pub fn overrides(&self) -> Result<Overrides, RequestError> {
+        Ok(Overrides {
+            cpu: opt(&self.cpu).map(parse_cpu).transpose()?,
+            cpu_weight: opt(&self.cpu_weight).map(str::parse).transpose()?,
+            cpus: opt(&self.cpus).map(parse_cpus).transpose()?,
+            memory_max: opt(&self.memory)
+                .map(parse_memory)
+                .transpose()
+                .map_err(PlanError::from)?,
+            memory_high: opt(&self.memory_high)
+                .map(parse_memory)
+                .transpose()
+                .map_err(PlanError::from)?,
+            oom_score_adj: opt(&self.oom_adj).map(str::parse).transpose()?,
+            gpus: opt(&self.gpus).map(parse_gpus).transpose()?,
+            gpu_share: opt(&self.gpu_share).map(str::parse).transpose()?,
         })
     }
 }
