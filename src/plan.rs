@@ -413,7 +413,13 @@ impl Limits {
     /// limit without a soft one gets the default soft limit for it rather
     /// than the preset's, which could lie above it.
     pub fn resolve(preset: Preset, overrides: &Overrides) -> Result<Limits, PlanError> {
-        let base = preset.limits();
+        preset.limits().with(overrides)
+    }
+
+    /// These limits with the overrides applied, by the same rules as
+    /// [`Limits::resolve`]: what `update` does to a stored profile.
+    pub fn with(&self, overrides: &Overrides) -> Result<Limits, PlanError> {
+        let base = self.clone();
         let memory_max = overrides.memory_max.unwrap_or(base.memory_max);
         let memory_high = match (overrides.memory_high, overrides.memory_max) {
             (Some(high), _) => high,

@@ -34,6 +34,18 @@ pub const MEMORY_HIGH: &str = "memory.high";
 pub const MEMORY_CURRENT: &str = "memory.current";
 /// Counts of low/high/max/oom/oom_kill events.
 pub const MEMORY_EVENTS: &str = "memory.events";
+/// The most memory ever in use (Linux 5.19 and later).
+pub const MEMORY_PEAK: &str = "memory.peak";
+/// Swap in use now.
+pub const MEMORY_SWAP_CURRENT: &str = "memory.swap.current";
+/// The swap limit.
+pub const MEMORY_SWAP_MAX: &str = "memory.swap.max";
+/// Pressure stall information for CPU.
+pub const CPU_PRESSURE: &str = "cpu.pressure";
+/// Pressure stall information for memory.
+pub const MEMORY_PRESSURE: &str = "memory.pressure";
+/// Pressure stall information for I/O.
+pub const IO_PRESSURE: &str = "io.pressure";
 
 /// The path of a process's cgroup membership, under procfs.
 pub const PROC_SELF_CGROUP: &str = "self/cgroup";

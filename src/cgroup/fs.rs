@@ -133,6 +133,12 @@ impl Driver for FsDriver {
             cpu_stat: read_optional(&dir.join(CPU_STAT))?.map(|t| stat::CpuStat::parse(&t)),
             memory_events: read_optional(&dir.join(MEMORY_EVENTS))?
                 .map(|t| stat::MemoryEvents::parse(&t)),
+            memory_peak: number(MEMORY_PEAK)?,
+            swap_current: number(MEMORY_SWAP_CURRENT)?,
+            swap_max: read_optional(&dir.join(MEMORY_SWAP_MAX))?.and_then(|t| stat::byte_limit(&t)),
+            cpu_pressure: pressure(&dir, CPU_PRESSURE)?,
+            memory_pressure: pressure(&dir, MEMORY_PRESSURE)?,
+            io_pressure: pressure(&dir, IO_PRESSURE)?,
             exists,
             path: dir,
         })
@@ -160,6 +166,21 @@ impl Driver for FsDriver {
             existed: true,
             killed: pids,
         })
+    }
+}
+
+/// A pressure file; `None` where PSI is off (`psi=0`) or not built.
+fn pressure(dir: &Path, file: &str) -> Result<Option<stat::Pressure>, CgroupError> {
+    // With PSI disabled the files exist but reading them fails with
+    // EOPNOTSUPP: that is "no figures", not an error.
+    match std::fs::read_to_string(dir.join(file)) {
+        Ok(text) => Ok(stat::Pressure::parse(&text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
+        Err(source) => Err(CgroupError::Read {
+            path: dir.join(file),
+            source,
+        }),
     }
 }
 

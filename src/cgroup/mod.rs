@@ -22,7 +22,7 @@ use crate::shortfall::Shortfall;
 use crate::units::{Bytes, Limit};
 
 pub use host::{Base, Hierarchy, Unavailable};
-pub use stat::{CpuStat, MemoryEvents};
+pub use stat::{CpuStat, MemoryEvents, Pressure, Stall};
 
 /// What a driver does with profile cgroups.
 pub trait Driver {
@@ -67,7 +67,7 @@ pub struct Removed {
 
 /// A profile cgroup as the kernel reports it now. A field is `None` when
 /// its file is missing (its controller is not enabled for the cgroup).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Live {
     /// The cgroup directory.
     pub path: PathBuf,
@@ -91,6 +91,18 @@ pub struct Live {
     pub cpu_stat: Option<CpuStat>,
     /// `memory.events`.
     pub memory_events: Option<MemoryEvents>,
+    /// `memory.peak`.
+    pub memory_peak: Option<u64>,
+    /// `memory.swap.current`.
+    pub swap_current: Option<u64>,
+    /// `memory.swap.max`.
+    pub swap_max: Option<Limit<Bytes>>,
+    /// `cpu.pressure`.
+    pub cpu_pressure: Option<Pressure>,
+    /// `memory.pressure`.
+    pub memory_pressure: Option<Pressure>,
+    /// `io.pressure`.
+    pub io_pressure: Option<Pressure>,
 }
 
 impl Live {

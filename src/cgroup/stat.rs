@@ -88,6 +88,60 @@ impl MemoryEvents {
     }
 }
 
+/// One line of a pressure file: the share of wall time in which some (or
+/// all) tasks stalled on the resource, averaged over 10 and 60 seconds, in
+/// percent, and the total stall time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stall {
+    /// Percent over the last 10 seconds.
+    pub avg10: f64,
+    /// Percent over the last 60 seconds.
+    pub avg60: f64,
+    /// Percent over the last 300 seconds.
+    pub avg300: f64,
+    /// Total stall time in microseconds.
+    pub total_usec: u64,
+}
+
+/// A pressure file (`cpu.pressure`, `memory.pressure`, `io.pressure`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Pressure {
+    /// Some tasks stalled.
+    pub some: Stall,
+    /// All non-idle tasks stalled at once; `None` where the kernel does
+    /// not report it (CPU pressure before Linux 5.13).
+    pub full: Option<Stall>,
+}
+
+impl Pressure {
+    /// Parses `some avg10=0.12 avg60=... avg300=... total=...` lines.
+    pub fn parse(text: &str) -> Option<Pressure> {
+        let mut some = None;
+        let mut full = None;
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            let kind = words.next()?;
+            let mut stall = Stall::default();
+            for word in words {
+                let (key, value) = word.split_once('=')?;
+                match key {
+                    "avg10" => stall.avg10 = value.parse().ok()?,
+                    "avg60" => stall.avg60 = value.parse().ok()?,
+                    "avg300" => stall.avg300 = value.parse().ok()?,
+                    "total" => stall.total_usec = value.parse().ok()?,
+                    _ => {}
+                }
+            }
+            match kind {
+                "some" => some = Some(stall),
+                "full" => full = Some(stall),
+                _ => {}
+            }
+        }
+        Some(Pressure { some: some?, full })
+    }
+}
+
 /// The process ids of `cgroup.procs`, one per line.
 pub fn pids(text: &str) -> Vec<u32> {
     text.lines().filter_map(|l| l.trim().parse().ok()).collect()
@@ -170,6 +224,23 @@ mod tests {
                 oom_kill: 2,
             }
         );
+    }
+
+    // memory.pressure as Linux 6.1 prints it.
+    const MEMORY_PRESSURE_6_1: &str = "some avg10=1.53 avg60=0.41 avg300=0.09 total=812345\n\
+        full avg10=0.87 avg60=0.20 avg300=0.04 total=401234\n";
+
+    #[test]
+    fn pressure() {
+        let p = Pressure::parse(MEMORY_PRESSURE_6_1).unwrap();
+        assert_eq!(p.some.avg10, 1.53);
+        assert_eq!(p.some.avg60, 0.41);
+        assert_eq!(p.some.total_usec, 812_345);
+        assert_eq!(p.full.unwrap().avg10, 0.87);
+        let cpu_5_10 = Pressure::parse("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n").unwrap();
+        assert_eq!(cpu_5_10.full, None);
+        assert_eq!(Pressure::parse("full avg10=0.00\n"), None, "some is always there");
+        assert_eq!(Pressure::parse("some avg10=x\n"), None);
     }
 
     #[test]
