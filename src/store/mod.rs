@@ -308,22 +308,7 @@ impl Store {
 
     /// The processes recorded under a profile.
     pub fn applied(&self, name: &ProfileName) -> Result<Vec<AppliedPid>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT pid, start_time, applied_at FROM applied WHERE profile = ?1 ORDER BY pid",
-            )
-            .map_err(|e| self.error(e))?;
-        let rows = stmt
-            .query_map([name.as_str()], |r| {
-                Ok(AppliedPid {
-                    pid: r.get(0)?,
-                    start_time: r.get::<_, i64>(1)? as u64,
-                    applied_at: r.get(2)?,
-                })
-            })
-            .map_err(|e| self.error(e))?;
-        rows.map(|r| r.map_err(|e| self.error(e))).collect()
+        applied(&self.conn, &self.path, name)
     }
 
     fn error(&self, e: rusqlite::Error) -> StoreError {
@@ -339,13 +324,41 @@ impl Pending<'_> {
 
     /// Adds a profile; [`StoreError::Exists`] if the name is taken.
     pub fn insert(&self, profile: &Profile) -> Result<(), StoreError> {
-        let l = &profile.limits;
         let sql = format!(
             "INSERT INTO profiles ({PROFILE_COLUMNS}) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
         );
-        let result = self.tx.execute(
-            &sql,
+        match self.write_profile(&sql, profile) {
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::Exists(profile.name.clone()))
+            }
+            other => other.map_err(|e| self.error(e)),
+        }
+    }
+
+    /// Stores new limits (and preset) for an existing profile, keeping its
+    /// creation time, its applied processes and everything tied to it.
+    pub fn update(&self, profile: &Profile) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO profiles ({PROFILE_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+             ON CONFLICT(name) DO UPDATE SET preset = excluded.preset, \
+             cpu_quota_us = excluded.cpu_quota_us, cpu_weight = excluded.cpu_weight, \
+             cpus = excluded.cpus, memory_max = excluded.memory_max, \
+             memory_high = excluded.memory_high, oom_score_adj = excluded.oom_score_adj, \
+             gpus = excluded.gpus, gpu_share = excluded.gpu_share, \
+             updated_at = excluded.updated_at"
+        );
+        self.write_profile(&sql, profile).map_err(|e| self.error(e))
+    }
+
+    /// Runs an insert of every profile column, in `PROFILE_COLUMNS` order.
+    fn write_profile(&self, sql: &str, profile: &Profile) -> rusqlite::Result<()> {
+        let l = &profile.limits;
+        self.tx.execute(
+            sql,
             params![
                 profile.name.as_str(),
                 profile.preset.name(),
@@ -360,16 +373,13 @@ impl Pending<'_> {
                 profile.created_at,
                 profile.updated_at,
             ],
-        );
-        match result {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(f, _))
-                if f.code == ErrorCode::ConstraintViolation =>
-            {
-                Err(StoreError::Exists(profile.name.clone()))
-            }
-            Err(e) => Err(self.error(e)),
-        }
+        )?;
+        Ok(())
+    }
+
+    /// The processes recorded under a profile, as this write sees them.
+    pub fn applied(&self, name: &ProfileName) -> Result<Vec<AppliedPid>, StoreError> {
+        applied(&self.tx, self.path, name)
     }
 
     /// Removes a profile and its applied records; whether it existed.
@@ -408,6 +418,22 @@ impl Pending<'_> {
     fn error(&self, e: rusqlite::Error) -> StoreError {
         classify(self.path, e)
     }
+}
+
+fn applied(conn: &Connection, path: &Path, name: &ProfileName) -> Result<Vec<AppliedPid>, StoreError> {
+    let mut stmt = conn
+        .prepare("SELECT pid, start_time, applied_at FROM applied WHERE profile = ?1 ORDER BY pid")
+        .map_err(|e| classify(path, e))?;
+    let rows = stmt
+        .query_map([name.as_str()], |r| {
+            Ok(AppliedPid {
+                pid: r.get(0)?,
+                start_time: r.get::<_, i64>(1)? as u64,
+                applied_at: r.get(2)?,
+            })
+        })
+        .map_err(|e| classify(path, e))?;
+    rows.map(|r| r.map_err(|e| classify(path, e))).collect()
 }
 
 fn get(conn: &Connection, path: &Path, name: &ProfileName) -> Result<Option<Profile>, StoreError> {
@@ -622,6 +648,32 @@ mod tests {
         assert!(!tx.delete(&b.name).unwrap());
         tx.commit().unwrap();
         assert_eq!(store.applied(&b.name).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn update_keeps_creation_time_and_applied_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("limits.db")).unwrap();
+        let original = profile("job");
+        let tx = store.begin().unwrap();
+        tx.insert(&original).unwrap();
+        tx.record_applied(&original.name, 42, 1000).unwrap();
+        tx.commit().unwrap();
+
+        let mut changed = original.clone();
+        changed.limits.cpu_weight = CpuWeight::new(777).unwrap();
+        changed.created_at = 1;
+        changed.updated_at = 1_800_000_000;
+        let tx = store.begin().unwrap();
+        tx.update(&changed).unwrap();
+        assert_eq!(tx.applied(&original.name).unwrap().len(), 1);
+        tx.commit().unwrap();
+
+        let stored = store.get(&original.name).unwrap().unwrap();
+        assert_eq!(stored.limits.cpu_weight.get(), 777);
+        assert_eq!(stored.created_at, original.created_at, "creation time kept");
+        assert_eq!(stored.updated_at, 1_800_000_000);
+        assert_eq!(store.applied(&original.name).unwrap().len(), 1, "applied kept");
     }
 
     #[test]
