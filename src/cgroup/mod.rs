@@ -5,6 +5,7 @@
 //! driver ([`fs::FsDriver`]) writes cgroupfs directly; a systemd driver
 //! (transient units over D-Bus) can stand beside it behind the same trait.
 
+pub mod device;
 pub mod files;
 pub mod fs;
 pub mod host;
