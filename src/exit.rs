@@ -8,20 +8,23 @@ use cortex_limits::error::ErrorKind;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// Done, and everything asked for is in force.
-    Ok = 0,
+    Ok,
     /// A failure: I/O, the kernel refused a value, the database.
-    Failure = 1,
+    Failure,
     /// Bad input or usage: nothing was changed.
-    Usage = 2,
+    Usage,
     /// The profile or process does not exist.
-    NotFound = 3,
+    NotFound,
     /// A taken name, or processes still inside without --force.
-    Conflict = 4,
+    Conflict,
     /// Done, but some limits are not enforced; the warnings say which.
-    Partial = 5,
+    Partial,
     /// Not possible on this host or for this user: no cgroup v2, no
     /// delegated subtree, no permission.
-    Unsupported = 6,
+    Unsupported,
+    /// `run` could not start the command: 126 (not executable) or 127
+    /// (not found), as shells report it.
+    Command(u8),
 }
 
 /// The exit codes, for `--help`.
@@ -34,7 +37,9 @@ Exit codes:
   4  conflict: the name is taken, or processes are still inside (use --force)
   5  partly done: stored or applied, but some limits are not enforced here
      (each is named in a warning on stderr)
-  6  not possible here: no cgroup v2, no delegated subtree, or no permission";
+  6  not possible here: no cgroup v2, no delegated subtree, or no permission
+`run` exits with the command's own status once the command has started,
+127 when it is not found and 126 when it cannot be executed.";
 
 impl From<ErrorKind> for Exit {
     fn from(kind: ErrorKind) -> Exit {
@@ -50,6 +55,15 @@ impl From<ErrorKind> for Exit {
 
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> ExitCode {
-        ExitCode::from(exit as u8)
+        ExitCode::from(match exit {
+            Exit::Ok => 0,
+            Exit::Failure => 1,
+            Exit::Usage => 2,
+            Exit::NotFound => 3,
+            Exit::Conflict => 4,
+            Exit::Partial => 5,
+            Exit::Unsupported => 6,
+            Exit::Command(status) => status,
+        })
     }
 }

@@ -6,6 +6,7 @@
 //! the process it was opened for, and the process's start time, so after
 //! moving "pid N" we can tell whether N was still the same process.
 
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -13,11 +14,16 @@ use std::path::{Path, PathBuf};
 use rustix::event::{poll, PollFd, PollFlags};
 use thiserror::Error;
 
+use crate::cpuset::CpuSet;
 use crate::error::ErrorKind;
 use crate::plan::OomScoreAdj;
 
 /// `CAP_SYS_RESOURCE`: needed to lower an OOM score adjustment.
 const CAP_SYS_RESOURCE: u32 = 24;
+/// `CAP_SYS_ADMIN`: loads BPF programs on kernels before 5.8.
+const CAP_SYS_ADMIN: u32 = 21;
+/// `CAP_BPF`: loads BPF programs (Linux 5.8 and later).
+const CAP_BPF: u32 = 39;
 
 /// What went wrong with a process.
 #[derive(Debug, Error)]
@@ -60,6 +66,15 @@ pub enum ProcessError {
         path: PathBuf,
         /// The value.
         value: i16,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The CPU affinity could not be set.
+    #[error("cannot pin this process to CPUs {cpus}")]
+    Affinity {
+        /// The CPU list.
+        cpus: String,
         /// The underlying error.
         #[source]
         source: io::Error,
@@ -210,13 +225,92 @@ pub fn set_oom_score_adj(proc_root: &Path, pid: u32, adj: OomScoreAdj) -> Result
     })
 }
 
+/// Pins this process (and what it execs) to `cpus`.
+pub fn pin_self(cpus: &CpuSet) -> Result<(), ProcessError> {
+    let mut set = rustix::process::CpuSet::new();
+    for cpu in cpus.iter() {
+        let cpu = cpu as usize;
+        if cpu >= rustix::process::CpuSet::MAX_CPU {
+            break;
+        }
+        set.set(cpu);
+    }
+    rustix::process::sched_setaffinity(None, &set).map_err(|e| ProcessError::Affinity {
+        cpus: cpus.to_string(),
+        source: e.into(),
+    })
+}
+
+/// Replaces this process with `program`, with `vars` added to the
+/// environment. Returns only on failure.
+pub fn exec(program: &OsStr, args: &[OsString], vars: &[(&str, &str)]) -> ExecError {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(program);
+    command.args(args).envs(vars.iter().copied());
+    let source = command.exec();
+    match source.kind() {
+        io::ErrorKind::NotFound => ExecError::NotFound {
+            program: program.to_string_lossy().into_owned(),
+            source,
+        },
+        _ => ExecError::NotExecutable {
+            program: program.to_string_lossy().into_owned(),
+            source,
+        },
+    }
+}
+
+/// Why a command could not be started.
+#[derive(Debug, Error)]
+pub enum ExecError {
+    /// No such file on the PATH or at the path given.
+    #[error("command not found: {program}")]
+    NotFound {
+        /// The command.
+        program: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Found, but the kernel would not execute it.
+    #[error("cannot execute {program}")]
+    NotExecutable {
+        /// The command.
+        program: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ExecError {
+    /// The shell's conventional exit status: 127 for not found, 126 for
+    /// found but not executable.
+    pub fn status(&self) -> u8 {
+        match self {
+            ExecError::NotFound { .. } => 127,
+            ExecError::NotExecutable { .. } => 126,
+        }
+    }
+}
+
 /// Whether this process may lower OOM adjustments (has
 /// `CAP_SYS_RESOURCE` in its effective set).
 pub fn may_lower_oom(proc_root: &Path) -> bool {
+    has_capability(proc_root, CAP_SYS_RESOURCE)
+}
+
+/// Whether this process may load BPF programs (`CAP_BPF`, or
+/// `CAP_SYS_ADMIN` which covers it on every kernel).
+pub fn may_load_bpf(proc_root: &Path) -> bool {
+    has_capability(proc_root, CAP_BPF) || has_capability(proc_root, CAP_SYS_ADMIN)
+}
+
+fn has_capability(proc_root: &Path, cap: u32) -> bool {
     std::fs::read_to_string(proc_root.join("self/status"))
         .ok()
         .and_then(|s| effective_caps(&s))
-        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+        .is_some_and(|caps| caps & (1 << cap) != 0)
 }
 
 /// The `CapEff` mask of a status file.

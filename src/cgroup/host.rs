@@ -9,7 +9,7 @@ use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::files::{CONTROLLERS, PROCS, PROC_SELF_CGROUP};
+use super::files::{CONTROLLERS, PROCS, PROC_SELF_CGROUP, SUBTREE_CONTROL};
 use super::stat;
 
 /// The shape of the cgroup filesystem at the root.
@@ -212,6 +212,14 @@ fn own_unit_ancestor<'a>(proc_cgroup: &'a str, unit: &str) -> Option<&'a str> {
     let end = path.find(unit)? + unit.len();
     let found = &path[..end];
     (found.ends_with(unit) && (end == path.len() || path[end..].starts_with('/'))).then_some(found)
+}
+
+/// Whether this process may create cgroups in `dir` and enable
+/// controllers for them.
+pub fn writable(dir: &Path) -> bool {
+    use rustix::fs::{access, Access};
+    access(dir, Access::WRITE_OK).is_ok()
+        && access(&dir.join(SUBTREE_CONTROL), Access::WRITE_OK).is_ok()
 }
 
 /// Delegated the way systemd does it: the directory and its

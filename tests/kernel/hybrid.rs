@@ -96,3 +96,22 @@ fn apply_is_not_possible_without_cgroup_v2() {
     let out = cortex.run(&["apply", &name, "--pid", &target.pid_arg()]);
     out.expect(6, "apply on a hybrid host");
 }
+
+#[test]
+#[ignore = "needs a real cgroup v2 kernel: run with cargo xtask vm-test"]
+fn doctor_fails_on_a_hybrid_host_and_says_how_to_fix_it() {
+    assert_hybrid_host();
+    let cortex = Cortex::root();
+    let out = cortex.run(&["doctor"]).expect(1, "doctor on a hybrid host");
+    let cgroup = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("fail  cgroup "))
+        .unwrap_or_else(|| panic!("no failing cgroup check:\n{}", out.stdout));
+    assert!(cgroup.contains("hybrid cgroup host"), "{cgroup}");
+    assert!(
+        out.stdout.contains("fix: boot with systemd.unified_cgroup_hierarchy=1"),
+        "{}",
+        out.stdout
+    );
+}

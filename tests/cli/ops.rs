@@ -1,0 +1,149 @@
+//! `update`, `restore`, `run`, `doctor`, completions and the man page,
+//! against a temp cgroupfs tree.
+
+use std::fs;
+
+use crate::support::TestEnv;
+
+#[test]
+fn update_rewrites_the_record_and_the_cgroup() {
+    let env = TestEnv::new();
+    env.limits(&["create", "job", "--preset", "batch"]).ok();
+    let run = env.limits(&["update", "job", "--cpu", "150", "--memory", "2G", "--cpus", "0-1"]);
+    run.ok();
+    assert!(run.stdout.starts_with("updated profile 'job': cpu 1.5 cores"), "{}", run.stdout);
+    let dir = env.profile_dir("job");
+    assert_eq!(env.read(&dir.join("cpu.max")), "150000 100000");
+    assert_eq!(env.read(&dir.join("cpu.weight")), "50", "kept from the stored profile");
+    assert_eq!(env.read(&dir.join("memory.max")), (2u64 << 30).to_string());
+    assert_eq!(env.read(&dir.join("memory.high")), (1792u64 << 20).to_string());
+    assert_eq!(env.read(&dir.join("cpuset.cpus")), "0-1");
+
+    let json = env.limits(&["status", "job", "--json"]).json();
+    assert_eq!(json["preset"], "batch");
+    assert_eq!(json["limits"]["cpu_percent"], 150.0);
+    assert_eq!(json["cgroup"]["enforced"], true);
+
+    env.limits(&["update", "job", "--preset", "interactive"]).ok();
+    assert_eq!(env.read(&dir.join("cpu.max")), "200000 100000", "preset values again");
+    assert_eq!(env.read(&dir.join("cpuset.cpus")), "", "the new preset pins nothing");
+}
+
+#[test]
+fn update_refuses_bad_input_and_unknown_profiles() {
+    let env = TestEnv::new();
+    env.limits(&["create", "job"]).ok();
+    env.limits(&["update", "job", "--memory", "1G", "--memory-high", "2G"])
+        .code(2)
+        .one_error("is above memory max");
+    env.limits(&["update", "job", "--preset", "gaming"])
+        .code(2)
+        .one_error("unknown preset 'gaming'");
+    env.limits(&["update", "nope", "--cpu", "100"])
+        .code(3)
+        .one_error("no profile named 'nope'");
+    assert_eq!(env.read(&env.profile_dir("job").join("cpu.max")), "400000 100000");
+}
+
+#[test]
+fn update_below_usage_needs_force() {
+    let env = TestEnv::new();
+    env.limits(&["create", "job", "--memory", "1G"]).ok();
+    env.write("cgroup/cortex.slice/job/memory.current", &format!("{}\n", 600u64 << 20));
+    env.limits(&["update", "job", "--memory", "512M"])
+        .code(4)
+        .one_error("is below what it uses now (600M): the kernel would reclaim");
+    assert_eq!(
+        env.read(&env.profile_dir("job").join("memory.max")),
+        (1u64 << 30).to_string()
+    );
+    env.limits(&["update", "job", "--memory", "512M", "--force"]).ok();
+    assert_eq!(
+        env.read(&env.profile_dir("job").join("memory.max")),
+        (512u64 << 20).to_string()
+    );
+}
+
+#[test]
+fn restore_recreates_what_is_stored() {
+    let env = TestEnv::new();
+    env.limits(&["create", "a", "--cpu", "50"]).ok();
+    env.limits(&["create", "b", "--preset", "training"]).ok();
+    fs::remove_dir_all(env.cgroup_root().join("cortex.slice")).unwrap();
+    let run = env.limits(&["restore"]);
+    run.ok();
+    assert_eq!(run.stdout, "restored 'a' (created)\nrestored 'b' (created)\n");
+    assert_eq!(env.read(&env.profile_dir("a").join("cpu.max")), "50000 100000");
+    assert_eq!(env.read(&env.profile_dir("b").join("cpu.weight")), "200");
+    let again = env.limits(&["restore"]);
+    again.ok();
+    assert_eq!(again.stdout, "restored 'a' (present)\nrestored 'b' (present)\n");
+}
+
+#[test]
+fn restore_on_a_host_without_cgroup_v2_is_not_possible() {
+    let env = TestEnv::hybrid();
+    env.limits(&["create", "a"]).code(5);
+    env.limits(&["restore"]).code(6).one_error("hybrid cgroup host");
+}
+
+#[test]
+fn run_execs_with_the_profile_environment() {
+    let env = TestEnv::new();
+    env.limits(&["create", "job", "--cpu", "300", "--oom-adj", "100"]).ok();
+    let run = env.limits(&[
+        "run", "job", "--", "sh", "-c",
+        "echo $OMP_NUM_THREADS $(cat /proc/self/oom_score_adj) $$; exit 3",
+    ]);
+    run.code(3);
+    let words: Vec<&str> = run.stdout.split_whitespace().collect();
+    assert_eq!(&words[..2], ["3", "100"], "{}", run.stdout);
+    // The shell is the process cortex moved: its pid is in cgroup.procs.
+    assert_eq!(env.read(&env.profile_dir("job").join("cgroup.procs")), words[2]);
+}
+
+#[test]
+fn run_reports_missing_and_unexecutable_commands() {
+    let env = TestEnv::new();
+    env.limits(&["create", "job", "--oom-adj", "0"]).ok();
+    env.limits(&["run", "job", "--", "/no/such/program"])
+        .code(127)
+        .one_error("command not found: /no/such/program");
+    env.write("plain.sh", "#!/bin/sh\n");
+    let plain = env.path("plain.sh");
+    env.limits(&["run", "job", "--", plain.to_str().unwrap()])
+        .code(126)
+        .one_error("cannot execute");
+    env.limits(&["run", "nope", "--", "true"])
+        .code(3)
+        .one_error("no profile named 'nope'");
+}
+
+#[test]
+fn doctor_explains_a_hybrid_host() {
+    let env = TestEnv::hybrid();
+    let run = env.limits(&["doctor"]);
+    run.code(1);
+    assert!(run.stdout.starts_with("fail  cgroup       "), "{}", run.stdout);
+    assert!(run.stdout.contains("fix: boot with systemd.unified_cgroup_hierarchy=1"), "{}", run.stdout);
+    let json = env.limits(&["doctor", "--json"]);
+    json.code(1);
+    let checks = json.json();
+    assert_eq!(checks[0]["check"], "cgroup");
+    assert_eq!(checks[0]["level"], "fail");
+}
+
+#[test]
+fn completions_and_man_page_come_from_the_command_line() {
+    let env = TestEnv::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let run = env.run(&["completions", shell]);
+        run.ok();
+        assert!(run.stdout.contains("cortex"), "{shell}");
+        assert!(run.stdout.contains("restore"), "{shell} completes the limits commands");
+    }
+    let man = env.run(&["man"]);
+    man.ok();
+    assert!(man.stdout.starts_with(".ie"), "roff: {}", &man.stdout[..40]);
+    assert!(man.stdout.contains("cortex"));
+}
