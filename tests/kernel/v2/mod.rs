@@ -3,6 +3,7 @@
 mod apply;
 mod create;
 mod delete;
+mod devices;
 mod enforce;
 mod user;
 
