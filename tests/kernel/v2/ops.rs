@@ -26,7 +26,11 @@ fn run_puts_the_command_under_the_profile_and_passes_its_status() {
         .expect(0, "create");
     let script = "cat /proc/self/cgroup; echo threads=$OMP_NUM_THREADS; \
                   echo oom=$(cat /proc/self/oom_score_adj); echo ppid-comm=$(cat /proc/$PPID/comm); exit 7";
-    let out = cortex.run(&["run", &name, "--", "/bin/sh", "-c", script]);
+    // The harness appends `--db PATH` after the arguments, where `run` would
+    // hand it to the command, so the database is named before `run` too.
+    let db = cortex.db();
+    let db = db.to_str().unwrap();
+    let out = cortex.run(&["--db", db, "run", &name, "--", "/bin/sh", "-c", script]);
     let out = out.expect(7, "run passes the command's exit status");
     assert!(
         out.stdout.contains(&format!("0::/cortex.slice/{name}\n")),
@@ -49,8 +53,10 @@ fn run_reports_127_and_126_like_a_shell() {
     let name = unique("run-missing");
     cortex.run(&["create", &name, "--cpu", "100"]).expect(0, "create");
 
+    let db = cortex.db();
+    let db = db.to_str().unwrap();
     let out = cortex
-        .run(&["run", &name, "--", "/no/such/command"])
+        .run(&["--db", db, "run", &name, "--", "/no/such/command"])
         .expect(127, "a missing command");
     assert!(out.stderr.contains("command not found: /no/such/command"), "{}", out.stderr);
 
@@ -59,7 +65,7 @@ fn run_reports_127_and_126_like_a_shell() {
     fs::write(&plain, "#!/bin/sh\necho hi\n").unwrap();
     fs::set_permissions(&plain, fs::Permissions::from_mode(0o644)).unwrap();
     let out = cortex
-        .run(&["run", &name, "--", plain.to_str().unwrap()])
+        .run(&["--db", db, "run", &name, "--", plain.to_str().unwrap()])
         .expect(126, "a file without the execute bit");
     assert!(out.stderr.contains("cannot execute"), "{}", out.stderr);
 }
