@@ -3,7 +3,7 @@
 //! environment, so the caller can exec the command in its place and leave
 //! no extra process behind.
 
-use super::{not_enforced, oom_shortfall, Manager, ManagerError};
+use super::{forget_exited, not_enforced, oom_shortfall, Manager, ManagerError};
 use crate::cgroup::Driver;
 use crate::env::{self, Variable};
 use crate::plan::ProfileName;
@@ -41,6 +41,7 @@ impl<D: Driver> Manager<D> {
                 self.driver().attach(name, pid)?;
                 cpuset_in_force = !ensured.shortfalls.iter().any(|s| s.what == "cpuset.cpus");
                 let start = process::start_time(self.proc_root(), pid)?;
+                forget_exited(&tx, self.proc_root(), name)?;
                 tx.record_applied(name, pid, start)?;
                 ensured.shortfalls
             }

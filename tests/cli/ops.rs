@@ -147,3 +147,23 @@ fn completions_and_man_page_come_from_the_command_line() {
     assert!(man.stdout.starts_with(".ie"), "roff: {}", &man.stdout[..40]);
     assert!(man.stdout.contains("cortex"));
 }
+
+#[test]
+fn exited_processes_are_forgotten_at_the_next_apply() {
+    let env = TestEnv::new();
+    env.limits(&["create", "job", "--oom-adj", "0"]).ok();
+    let mut first = std::process::Command::new("sleep").arg("300").spawn().unwrap();
+    env.limits(&["apply", "job", "--pid", &first.id().to_string()]).ok();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let second = crate::support::Sleeper::start();
+    env.limits(&["apply", "job", "--pid", &second.pid().to_string()]).ok();
+    let json = env.limits(&["status", "job", "--json"]).json();
+    let pids: Vec<u64> = json["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids, [u64::from(second.pid())]);
+}
