@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tracing::debug;
 
+use super::device::{self, Isolation, Policy};
 use super::files::*;
 use super::host::{self, Base, Unavailable, DELEGATION_FIX};
 use super::stat;
@@ -28,6 +29,7 @@ const KILL_WAIT: Duration = Duration::from_secs(10);
 /// Profile cgroups as cgroupfs directories.
 pub struct FsDriver {
     base: Result<Base, Unavailable>,
+    uid: u32,
 }
 
 impl FsDriver {
@@ -36,7 +38,7 @@ impl FsDriver {
     pub fn new(root: &Path, proc_root: &Path, uid: u32) -> FsDriver {
         let base = host::locate(root, proc_root, uid);
         debug!(?base, "cgroup base");
-        FsDriver { base }
+        FsDriver { base, uid }
     }
 
     fn located(&self) -> Result<&Base, CgroupError> {
@@ -47,6 +49,36 @@ impl FsDriver {
 
     fn dir(&self, name: &ProfileName) -> Result<PathBuf, CgroupError> {
         Ok(self.located()?.dir.join(SLICE).join(name.as_str()))
+    }
+
+    /// Why this driver cannot touch device filters on `dir`, if it cannot.
+    fn no_filters(&self, dir: &Path) -> Option<String> {
+        if self.uid != 0 {
+            Some(format!(
+                "cortex runs as uid {}, and only root can attach device filters",
+                self.uid
+            ))
+        } else if !is_cgroupfs(dir) {
+            Some(format!("{} is not on a cgroup2 filesystem", dir.display()))
+        } else {
+            None
+        }
+    }
+
+    /// The device filter on `dir`, as far as this user can read it.
+    fn isolation(&self, dir: &Path) -> Isolation {
+        if let Some(why) = self.no_filters(dir) {
+            return Isolation::Environment { why };
+        }
+        match device::installed(dir) {
+            Ok(ids) => match ids.first() {
+                Some(&program) => Isolation::Kernel { program },
+                None => Isolation::Environment {
+                    why: "no device filter is attached".into(),
+                },
+            },
+            Err(e) => Isolation::Environment { why: e.to_string() },
+        }
     }
 }
 
@@ -133,6 +165,7 @@ impl Driver for FsDriver {
             cpu_stat: read_optional(&dir.join(CPU_STAT))?.map(|t| stat::CpuStat::parse(&t)),
             memory_events: read_optional(&dir.join(MEMORY_EVENTS))?
                 .map(|t| stat::MemoryEvents::parse(&t)),
+            isolation: self.isolation(&dir),
             memory_peak: number(MEMORY_PEAK)?,
             swap_current: number(MEMORY_SWAP_CURRENT)?,
             swap_max: read_optional(&dir.join(MEMORY_SWAP_MAX))?.and_then(|t| stat::byte_limit(&t)),
@@ -142,6 +175,38 @@ impl Driver for FsDriver {
             exists,
             path: dir,
         })
+    }
+
+    fn filter_devices(
+        &self,
+        name: &ProfileName,
+        policy: Option<&Policy>,
+    ) -> Result<Isolation, CgroupError> {
+        let dir = self.dir(name)?;
+        if let Some(why) = self.no_filters(&dir) {
+            return Ok(match policy {
+                None => Isolation::None,
+                Some(_) => Isolation::Environment { why },
+            });
+        }
+        let Some(policy) = policy else {
+            match device::uninstall(&dir) {
+                Ok(removed) => debug!(path = %dir.display(), ?removed, "no device filter wanted"),
+                Err(e) if e.is_unsupported() => debug!(%e, "no device filter to take off"),
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(Isolation::None);
+        };
+        match device::install(&dir, policy) {
+            Ok(installed) => {
+                debug!(path = %dir.display(), ?installed, %policy, "device filter in force");
+                Ok(Isolation::Kernel {
+                    program: installed.id,
+                })
+            }
+            Err(e) if e.is_unsupported() => Ok(Isolation::Environment { why: e.to_string() }),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn remove(&self, name: &ProfileName, kill: bool) -> Result<Removed, CgroupError> {
@@ -160,6 +225,16 @@ impl Driver for FsDriver {
             }
             kill_all(&dir, &pids)?;
             wait_empty(&dir)?;
+        }
+        // The kernel frees a removed cgroup's programs by itself, but only
+        // once the last reference to the cgroup is gone; detaching first
+        // makes sure nothing of ours outlives the profile.
+        if self.no_filters(&dir).is_none() {
+            match device::uninstall(&dir) {
+                Ok(_) => {}
+                Err(e) if e.is_unsupported() => debug!(%e, "no device filter to take off"),
+                Err(e) => return Err(e.into()),
+            }
         }
         remove_dir(&dir)?;
         Ok(Removed {

@@ -22,6 +22,7 @@ use crate::plan::{Limits, ProfileName, CPU_PERIOD_USEC};
 use crate::shortfall::Shortfall;
 use crate::units::{Bytes, Limit};
 
+pub use device::{DeviceError, Isolation};
 pub use host::{Base, Hierarchy, Unavailable};
 pub use stat::{CpuStat, MemoryEvents, Pressure, Stall};
 
@@ -46,6 +47,23 @@ pub trait Driver {
     /// Removes the profile's cgroup. With processes inside it refuses,
     /// unless `kill`, which kills them first.
     fn remove(&self, name: &ProfileName, kill: bool) -> Result<Removed, CgroupError>;
+
+    /// Puts a device filter on the profile's cgroup, replacing the one an
+    /// earlier call put there, or with `None` takes it off. Where the host
+    /// or the user cannot have one, says why instead of failing.
+    fn filter_devices(
+        &self,
+        name: &ProfileName,
+        policy: Option<&device::Policy>,
+    ) -> Result<Isolation, CgroupError> {
+        let _ = name;
+        Ok(match policy {
+            None => Isolation::None,
+            Some(_) => Isolation::Environment {
+                why: "this cgroup driver cannot filter devices".into(),
+            },
+        })
+    }
 }
 
 /// What [`Driver::ensure`] did.
@@ -92,6 +110,8 @@ pub struct Live {
     pub cpu_stat: Option<CpuStat>,
     /// `memory.events`.
     pub memory_events: Option<MemoryEvents>,
+    /// The device filter attached to the cgroup, as far as it can be read.
+    pub isolation: Isolation,
     /// `memory.peak`.
     pub memory_peak: Option<u64>,
     /// `memory.swap.current`.
@@ -208,6 +228,9 @@ pub enum CgroupError {
         /// The processes inside.
         pids: Vec<u32>,
     },
+    /// A device filter could not be put in force or taken off.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     /// Processes outlived the kill.
     #[error("process(es) {} in {path} were still alive {secs}s after being killed: check for processes stuck in the kernel (state D in ps) and try again", list(pids))]
     KillTimeout {
@@ -242,6 +265,7 @@ impl CgroupError {
         match self {
             CgroupError::Unavailable(_) | CgroupError::MoveDenied { .. } => ErrorKind::Unsupported,
             CgroupError::NoSuchProcess { .. } => ErrorKind::NotFound,
+            CgroupError::Device(e) => e.kind(),
             CgroupError::Busy { .. } => ErrorKind::Conflict,
             CgroupError::Write { source, .. }
             | CgroupError::Create { source, .. }

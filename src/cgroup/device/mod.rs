@@ -298,6 +298,35 @@ impl fmt::Display for Policy {
     }
 }
 
+/// How a profile's GPUs are kept from other profiles' processes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// No filter: the profile asks for no GPUs, or none was read.
+    #[default]
+    None,
+    /// The kernel refuses opens of other GPUs' nodes: the device program
+    /// with this id is attached to the profile's cgroup.
+    Kernel {
+        /// The program's id (as `bpftool prog show` lists it).
+        program: u32,
+    },
+    /// Only the environment variables keep programs to their GPUs.
+    Environment {
+        /// Why the kernel does not enforce it.
+        why: String,
+    },
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Isolation::None => write!(f, "none"),
+            Isolation::Kernel { program } => write!(f, "kernel (program id {program})"),
+            Isolation::Environment { why } => write!(f, "environment only ({why})"),
+        }
+    }
+}
+
 /// What went wrong loading, attaching or reading a device filter.
 #[derive(Debug, Error)]
 pub enum DeviceError {

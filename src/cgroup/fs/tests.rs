@@ -291,7 +291,10 @@ fn a_delegated_subtree_reports_what_it_lacks() {
         delegated_to: Some(owner),
         controllers: vec!["cpu".into(), "memory".into(), "pids".into()],
     };
-    let driver = FsDriver { base: Ok(base) };
+    let driver = FsDriver {
+        base: Ok(base),
+        uid: owner,
+    };
     let l = limits(Overrides {
         cpus: Some(parse_cpus("1").unwrap()),
         ..Overrides::default()
@@ -311,4 +314,30 @@ fn a_delegated_subtree_reports_what_it_lacks() {
         read(&unit.join("cortex.slice/job").join(CPU_MAX)),
         "400000 100000"
     );
+}
+
+#[test]
+fn device_filters_are_not_tried_off_cgroupfs() {
+    let t = root_tree("cpu memory pids\n");
+    let driver = FsDriver::new(t.path(), t.path(), 0);
+    let job = name("job");
+    driver.ensure(&job, &limits(Overrides::default())).unwrap();
+    let dir = t.path().join("cortex.slice/job");
+    let why = format!("{} is not on a cgroup2 filesystem", dir.display());
+
+    let mut policy = Policy::new();
+    policy.push(device::Rule::allow(
+        device::Devices::ANY,
+        device::Access::ALL,
+    ));
+    assert_eq!(
+        driver.filter_devices(&job, Some(&policy)).unwrap(),
+        Isolation::Environment { why: why.clone() }
+    );
+    assert_eq!(driver.filter_devices(&job, None).unwrap(), Isolation::None);
+    assert_eq!(
+        driver.live(&job).unwrap().isolation,
+        Isolation::Environment { why }
+    );
+    assert!(driver.remove(&job, false).unwrap().existed);
 }
