@@ -7,6 +7,7 @@
 //! whole GPU it shares. Only variables that the named software reads, with
 //! values it accepts, are emitted.
 
+use crate::accel::{GpuBinding, ReservedGpu, Vendor};
 use crate::plan::Limits;
 
 /// One variable, with the reason it is set.
@@ -37,8 +38,15 @@ const THREAD_VARIABLES: [(&str, &str); 4] = [
     ),
 ];
 
-/// The variables for a profile, in a fixed order.
+/// The variables for a profile that holds no GPUs, in a fixed order.
 pub fn variables(limits: &Limits) -> Vec<Variable> {
+    variables_with_gpus(limits, &[])
+}
+
+/// The variables for a profile holding `reserved`, in a fixed order:
+/// threads, then GPU visibility for the vendors it holds GPUs of, then
+/// the hints for a shared GPU.
+pub fn variables_with_gpus(limits: &Limits, reserved: &[ReservedGpu]) -> Vec<Variable> {
     let mut vars = Vec::new();
 
     // Whole cores of the quota: more busy threads than that only queue
@@ -80,13 +88,19 @@ pub fn variables(limits: &Limits) -> Vec<Variable> {
             });
         }
         Some(_) => {
+            if limits.gpu_binding == GpuBinding::Local {
+                visibility(reserved, &mut vars);
+            }
             let share = limits.gpu_share.percent();
-            if share < 100 {
+            let nvidia = reserved.is_empty() || reserved.iter().any(|g| g.vendor == Vendor::Nvidia);
+            if share < 100 && nvidia {
                 vars.push(Variable {
                     name: "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE",
                     value: share.to_string(),
                     why: "under NVIDIA MPS, caps the share of each GPU's SMs a client may use; without an MPS daemon it has no effect",
                 });
+            }
+            if share < 100 {
                 vars.push(Variable {
                     name: "TF_FORCE_GPU_ALLOW_GROWTH",
                     value: "true".into(),
@@ -106,6 +120,85 @@ pub fn variables(limits: &Limits) -> Vec<Variable> {
         }
     }
     vars
+}
+
+/// The visibility variables for the reserved GPUs, vendor by vendor; a
+/// vendor the profile holds no GPU of is left alone.
+fn visibility(reserved: &[ReservedGpu], vars: &mut Vec<Variable>) {
+    let of = |vendor| -> Vec<&ReservedGpu> {
+        let mut gpus: Vec<&ReservedGpu> = reserved.iter().filter(|g| g.vendor == vendor).collect();
+        gpus.sort_by_key(|g| g.vendor_index);
+        gpus
+    };
+    let join = |items: Vec<String>| items.join(",");
+    let ordinals =
+        |gpus: &[&ReservedGpu]| join(gpus.iter().map(|g| g.vendor_index.to_string()).collect());
+    let relative = |n: usize| join((0..n).map(|i| i.to_string()).collect());
+
+    let nvidia = of(Vendor::Nvidia);
+    if !nvidia.is_empty() {
+        // UUIDs name a GPU whatever order CUDA enumerates in and whatever
+        // else is hidden; indices are the fallback where the driver did not
+        // say a UUID, and mean nvidia-smi's order only with PCI_BUS_ID.
+        let value = if nvidia.iter().all(|g| g.uuid.is_some()) {
+            join(nvidia.iter().filter_map(|g| g.uuid.clone()).collect())
+        } else {
+            ordinals(&nvidia)
+        };
+        vars.push(Variable {
+            name: "CUDA_DEVICE_ORDER",
+            value: "PCI_BUS_ID".into(),
+            why: "CUDA numbers devices in PCI bus order, as nvidia-smi and `cortex limits gpus` do, instead of fastest first",
+        });
+        vars.push(Variable {
+            name: "CUDA_VISIBLE_DEVICES",
+            value,
+            why: "CUDA enumerates only the reserved GPUs, named by UUID",
+        });
+    }
+
+    let amd = of(Vendor::Amd);
+    if !amd.is_empty() {
+        vars.push(Variable {
+            name: "ROCR_VISIBLE_DEVICES",
+            value: ordinals(&amd),
+            why: "the ROCm runtime enumerates only the reserved GPUs, by their index in KFD topology order",
+        });
+        // HIP applies its list to what ROCr left visible, so its indices
+        // count from 0 within the reserved GPUs.
+        vars.push(Variable {
+            name: "HIP_VISIBLE_DEVICES",
+            value: relative(amd.len()),
+            why:
+                "HIP indexes the GPUs ROCR_VISIBLE_DEVICES left visible, so all of them are 0..n-1",
+        });
+    }
+
+    let intel = of(Vendor::Intel);
+    if !intel.is_empty() {
+        vars.push(Variable {
+            name: "ZE_FLAT_DEVICE_HIERARCHY",
+            value: "COMPOSITE".into(),
+            why: "Level Zero shows each card as one device rather than one per tile, so indices name cards",
+        });
+        vars.push(Variable {
+            name: "ZE_ENABLE_PCI_ID_DEVICE_ORDER",
+            value: "1".into(),
+            why: "Level Zero numbers devices in PCI bus order, as `cortex limits gpus` does",
+        });
+        vars.push(Variable {
+            name: "ZE_AFFINITY_MASK",
+            value: ordinals(&intel),
+            why: "the Level Zero loader exposes only the reserved GPUs",
+        });
+        // SYCL sees only what Level Zero exposes, so its ids count from 0
+        // within the reserved GPUs.
+        vars.push(Variable {
+            name: "ONEAPI_DEVICE_SELECTOR",
+            value: format!("level_zero:{}", relative(intel.len())),
+            why: "oneAPI/SYCL offers only the Level Zero devices ZE_AFFINITY_MASK left, numbered 0..n-1",
+        });
+    }
 }
 
 /// The shells whose syntax `env` can print.

@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod accel;
 pub mod cgroup;
 pub mod cpuset;
 pub mod env;

@@ -112,6 +112,9 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
             if let Some(cgroup) = &created.cgroup {
                 text.push_str(&format!("cgroup {}\n", cgroup.display()));
             }
+            if let Some(gpus) = render::reserved_line(&created.gpus) {
+                text.push_str(&format!("gpus {gpus}\n"));
+            }
             print(&text)?;
             Ok(warn(&created.shortfalls))
         }
@@ -159,6 +162,14 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
                 })
             }
         },
+        LimitsCommand::Gpus(args) => {
+            let listing = manager.gpus()?;
+            print(&if args.json {
+                render::gpus_json(&listing)
+            } else {
+                render::gpus_table(&listing)
+            })
+        }
         LimitsCommand::List(args) => {
             let listed = manager.list()?;
             print(&if args.json {
@@ -193,7 +204,8 @@ fn manager(global: &Global) -> Result<Manager<FsDriver>, Failure> {
         })?,
     };
     let driver = FsDriver::new(&global.cgroup_root, &global.proc_root, uid);
-    Ok(Manager::new(db, global.proc_root.clone(), driver))
+    Ok(Manager::new(db, global.proc_root.clone(), driver)
+        .with_accel_root(global.accel_root.clone()))
 }
 
 /// The database for this user: the system one for root, the user's state

@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+pub use crate::accel::GpuBinding;
 use crate::cpuset::{CpuListError, CpuSet};
 use crate::preset::Preset;
 use crate::units::{Bytes, Limit, SizeError};
@@ -69,6 +70,9 @@ pub enum PlanError {
     /// `--gpu-share` out of range.
     #[error("invalid GPU share '{0}': use a percentage from 1 to 100")]
     GpuShare(String),
+    /// `--gpu-ids` does not parse.
+    #[error("invalid GPU id '{0}' in --gpu-ids: use indices, UUIDs (GPU-...) or PCI addresses, separated by commas, such as 0,3 (see `cortex limits gpus`)")]
+    GpuIds(String),
     /// An unknown preset.
     #[error("unknown preset '{0}': choose inference, training, batch or interactive (see `cortex limits presets`)")]
     Preset(String),
@@ -334,6 +338,61 @@ pub fn parse_gpus(text: &str) -> Result<u32, PlanError> {
     parse_bounded(text, 0u32, MAX_GPUS).ok_or_else(|| PlanError::Gpus(text.to_string()))
 }
 
+/// One GPU named in `--gpu-ids`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GpuSelector {
+    /// A machine-wide index, as `cortex limits gpus` shows it.
+    Index(u32),
+    /// A runtime UUID, `GPU-...`, compared without regard to case.
+    Uuid(String),
+    /// A PCI address, `0000:18:00.0` or `18:00.0`.
+    BusId(String),
+}
+
+impl GpuSelector {
+    /// Whether it names `gpu`.
+    pub fn matches(&self, gpu: &crate::accel::Gpu) -> bool {
+        match self {
+            GpuSelector::Index(i) => gpu.index == *i,
+            GpuSelector::Uuid(u) => gpu.uuid.as_ref().is_some_and(|g| g.eq_ignore_ascii_case(u)),
+            GpuSelector::BusId(b) => gpu.bus_id == *b || gpu.bus_id.ends_with(&format!(":{b}")),
+        }
+    }
+}
+
+impl fmt::Display for GpuSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuSelector::Index(i) => write!(f, "{i}"),
+            GpuSelector::Uuid(u) | GpuSelector::BusId(u) => f.write_str(u),
+        }
+    }
+}
+
+/// Parses `--gpu-ids`: indices, UUIDs or PCI addresses, comma-separated.
+pub fn parse_gpu_ids(text: &str) -> Result<Vec<GpuSelector>, PlanError> {
+    let refuse = |part: &str| PlanError::GpuIds(part.to_string());
+    let mut ids = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let id = if part.bytes().all(|b| b.is_ascii_digit()) && !part.is_empty() {
+            GpuSelector::Index(parse_bounded(part, 0u32, MAX_GPUS - 1).ok_or_else(|| refuse(part))?)
+        } else if part.len() > 4 && part[..4].eq_ignore_ascii_case("GPU-") {
+            GpuSelector::Uuid(part.to_string())
+        } else if part.contains(':')
+            && part.contains('.')
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            GpuSelector::BusId(part.to_ascii_lowercase())
+        } else {
+            return Err(refuse(part));
+        };
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
 /// Parses `--cpus`: a non-empty CPU list.
 pub fn parse_cpus(text: &str) -> Result<CpuSet, PlanError> {
     let cpus = CpuSet::parse(text)?;
@@ -364,6 +423,11 @@ pub struct Limits {
     pub gpus: Option<u32>,
     /// The share of each GPU it may use.
     pub gpu_share: GpuShare,
+    /// `cpuset.mems`: the memory nodes it may allocate from, set by GPU
+    /// placement; `None` leaves all allowed. Same list format as CPUs.
+    pub mems: Option<CpuSet>,
+    /// Whether its GPUs are reserved here or only counted for export.
+    pub gpu_binding: GpuBinding,
 }
 
 /// What the user changed from the preset. `None` keeps the preset's value.
@@ -385,6 +449,10 @@ pub struct Overrides {
     pub gpus: Option<u32>,
     /// `--gpu-share`.
     pub gpu_share: Option<GpuShare>,
+    /// `--gpu-ids`: particular GPUs.
+    pub gpu_ids: Option<Vec<GpuSelector>>,
+    /// `--gpus-export-only`.
+    pub gpu_binding: Option<GpuBinding>,
 }
 
 /// The fraction of `memory.max` that `memory.high` defaults to when only
@@ -433,8 +501,13 @@ impl Limits {
             memory_max,
             memory_high,
             oom_score_adj: overrides.oom_score_adj.unwrap_or(base.oom_score_adj),
-            gpus: overrides.gpus.or(base.gpus),
+            gpus: overrides
+                .gpus
+                .or(overrides.gpu_ids.as_ref().map(|ids| ids.len() as u32))
+                .or(base.gpus),
             gpu_share: overrides.gpu_share.unwrap_or(base.gpu_share),
+            mems: base.mems,
+            gpu_binding: overrides.gpu_binding.unwrap_or(base.gpu_binding),
         };
         limits.check()?;
         Ok(limits)

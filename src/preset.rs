@@ -12,7 +12,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::plan::{default_high, CpuQuota, CpuWeight, GpuShare, Limits, OomScoreAdj, PlanError};
+use crate::plan::{
+    default_high, CpuQuota, CpuWeight, GpuBinding, GpuShare, Limits, OomScoreAdj, PlanError,
+};
 use crate::units::{Bytes, Limit};
 
 /// A workload preset.
@@ -79,6 +81,8 @@ impl Preset {
             oom_score_adj: OomScoreAdj::new(oom).expect("preset adjustments are in range"),
             gpus: None,
             gpu_share: GpuShare::new(share).expect("preset shares are in range"),
+            mems: None,
+            gpu_binding: GpuBinding::Local,
         }
     }
 }

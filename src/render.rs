@@ -5,6 +5,8 @@
 //! an internal change cannot change them by accident. A `null` limit means
 //! no limit (the kernel's `max`) or not set.
 
+mod gpus;
+
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -15,6 +17,8 @@ use cortex_limits::plan::Limits;
 use cortex_limits::preset::Preset;
 use cortex_limits::store::{AppliedPid, Profile};
 use cortex_limits::units::{Bytes, Limit};
+
+pub use gpus::{gpus_json, gpus_table, reserved_line};
 
 /// Limits as JSON.
 #[derive(Serialize)]
@@ -27,6 +31,8 @@ pub struct LimitsJson {
     oom_score_adj: i16,
     gpus: Option<u32>,
     gpu_share_percent: u8,
+    mems: Option<String>,
+    gpu_binding: &'static str,
 }
 
 impl From<&Limits> for LimitsJson {
@@ -40,6 +46,8 @@ impl From<&Limits> for LimitsJson {
             oom_score_adj: l.oom_score_adj.get(),
             gpus: l.gpus,
             gpu_share_percent: l.gpu_share.percent(),
+            mems: l.mems.as_ref().map(|m| m.to_string()),
+            gpu_binding: l.gpu_binding.name(),
         }
     }
 }
@@ -115,6 +123,7 @@ struct StatusJson<'a> {
     limits: LimitsJson,
     cgroup: CgroupJson,
     applied: Vec<AppliedJson>,
+    gpus: Vec<gpus::GpuStateJson<'a>>,
 }
 
 fn bytes_of(limit: Option<Limit<Bytes>>) -> Option<u64> {
@@ -173,6 +182,7 @@ impl<'a> From<&'a Status> for StatusJson<'a> {
                     alive: *alive,
                 })
                 .collect(),
+            gpus: gpus::gpu_states_json(&s.gpus),
         }
     }
 }
@@ -397,6 +407,12 @@ pub fn describe(l: &Limits) -> String {
     );
     if let Some(n) = l.gpus {
         let _ = write!(text, ", gpus {n} at {}%", l.gpu_share.percent());
+        if l.gpu_binding == cortex_limits::accel::GpuBinding::ExportOnly {
+            text.push_str(" (export only, none reserved here)");
+        }
+    }
+    if let Some(mems) = &l.mems {
+        let _ = write!(text, ", memory nodes {mems}");
     }
     text
 }
@@ -445,6 +461,18 @@ pub fn status_text(s: &Status) -> String {
             .map(|(a, alive)| format!("{} ({})", a.pid, if *alive { "running" } else { "gone" }))
             .collect();
         line("applied", applied.join(", "));
+    }
+    if p.limits.gpu_binding == cortex_limits::accel::GpuBinding::ExportOnly {
+        line(
+            "gpus",
+            format!(
+                "{} kept for export only: none reserved on this machine",
+                p.limits.gpus.unwrap_or(0)
+            ),
+        );
+    }
+    for gpu in gpus::status_lines(&s.gpus) {
+        line("gpu", gpu);
     }
     out
 }

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use cortex_limits::env::Shell;
-use cortex_limits::plan::{parse_cpu, parse_cpus, parse_gpus, Overrides, PlanError, ProfileName};
+use cortex_limits::plan::{
+    parse_cpu, parse_cpus, parse_gpu_ids, parse_gpus, GpuBinding, Overrides, PlanError, ProfileName,
+};
 use cortex_limits::preset::Preset;
 use cortex_limits::units::parse_memory;
 
@@ -53,6 +55,16 @@ pub struct Global {
     )]
     pub proc_root: PathBuf,
 
+    /// Where GPU discovery reads sys/, proc/driver/nvidia/ and dev/ from
+    #[arg(
+        long,
+        global = true,
+        env = "CORTEX_ACCEL_ROOT",
+        value_name = "PATH",
+        default_value = "/"
+    )]
+    pub accel_root: PathBuf,
+
     /// Print debug logs on stderr (-vv for more); RUST_LOG works too
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -88,6 +100,8 @@ pub enum LimitsCommand {
     Presets(JsonArgs),
     /// Delete a profile and its cgroup
     Delete(DeleteArgs),
+    /// List the machine's GPUs and the profiles holding each
+    Gpus(JsonArgs),
 }
 
 const CREATE_HELP: &str = "\
@@ -130,6 +144,12 @@ pub struct LimitOptions {
     /// Share of each GPU in percent, 1-100 [default: from the preset]
     #[arg(long, value_name = "PERCENT", allow_hyphen_values = true)]
     pub gpu_share: Option<String>,
+    /// Particular GPUs: indices, UUIDs or PCI addresses, e.g. 0,3 (see `cortex limits gpus`)
+    #[arg(long, value_name = "IDS", allow_hyphen_values = true)]
+    pub gpu_ids: Option<String>,
+    /// Keep the GPU count for another machine (export) without reserving GPUs here
+    #[arg(long)]
+    pub gpus_export_only: bool,
     /// CPU quota in percent of one core (100 = 1 core), or max
     #[arg(long, value_name = "PERCENT", allow_hyphen_values = true)]
     pub cpu: Option<String>,
@@ -258,6 +278,8 @@ impl LimitOptions {
             oom_score_adj: opt(&self.oom_adj).map(str::parse).transpose()?,
             gpus: opt(&self.gpus).map(parse_gpus).transpose()?,
             gpu_share: opt(&self.gpu_share).map(str::parse).transpose()?,
+            gpu_ids: opt(&self.gpu_ids).map(parse_gpu_ids).transpose()?,
+            gpu_binding: self.gpus_export_only.then_some(GpuBinding::ExportOnly),
         })
     }
 }

@@ -11,13 +11,17 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::cgroup::{CgroupError, Driver, Live};
-use crate::env::{self, Variable};
+use crate::env::Variable;
 use crate::error::ErrorKind;
 use crate::plan::{Limits, Overrides, PlanError, ProfileName};
 use crate::preset::Preset;
 use crate::process::{self, ProcessError, Target};
 use crate::shortfall::Shortfall;
 use crate::store::{self, AppliedPid, Profile, Store, StoreError};
+
+mod gpus;
+
+pub use gpus::{GpuAsk, GpuListing, GpuState};
 
 /// What went wrong in an operation.
 #[derive(Debug, Error)]
@@ -37,6 +41,9 @@ pub enum ManagerError {
     /// No profile of that name.
     #[error("no profile named '{0}': see `cortex limits list`, or create it with `cortex limits create {0}`")]
     UnknownProfile(ProfileName),
+    /// GPUs could not be placed.
+    #[error(transparent)]
+    Place(#[from] crate::accel::place::PlaceError),
 }
 
 impl ManagerError {
@@ -49,6 +56,7 @@ impl ManagerError {
             ManagerError::Cgroup(e) => e.kind(),
             ManagerError::Process(e) => e.kind(),
             ManagerError::UnknownProfile(_) => ErrorKind::NotFound,
+            ManagerError::Place(e) => e.kind(),
         }
     }
 }
@@ -60,6 +68,8 @@ pub struct Created {
     pub profile: Profile,
     /// Its cgroup, where one was made.
     pub cgroup: Option<PathBuf>,
+    /// The GPUs reserved for it.
+    pub gpus: Vec<crate::accel::ReservedGpu>,
     /// What is not enforced.
     pub shortfalls: Vec<Shortfall>,
 }
@@ -91,6 +101,8 @@ pub struct Status {
     pub drift: Vec<&'static str>,
     /// Processes put under it by `apply`, each with whether it still runs.
     pub applied: Vec<(AppliedPid, bool)>,
+    /// The GPUs it holds, with live data where NVML is present.
+    pub gpus: Vec<GpuState>,
 }
 
 impl Status {
@@ -124,6 +136,7 @@ pub struct Manager<D: Driver> {
     db: PathBuf,
     proc_root: PathBuf,
     driver: D,
+    accel_root: PathBuf,
 }
 
 impl<D: Driver> Manager<D> {
@@ -133,6 +146,7 @@ impl<D: Driver> Manager<D> {
             db,
             proc_root,
             driver,
+            accel_root: PathBuf::from("/"),
         }
     }
 
@@ -157,7 +171,7 @@ impl<D: Driver> Manager<D> {
     ) -> Result<Created, ManagerError> {
         let limits = Limits::resolve(preset, overrides)?;
         let now = store::now();
-        let profile = Profile {
+        let mut profile = Profile {
             name,
             preset,
             limits,
@@ -167,7 +181,13 @@ impl<D: Driver> Manager<D> {
 
         let mut store = Store::open(&self.db)?;
         let tx = store.begin()?;
+        let ask = GpuAsk {
+            ids: overrides.gpu_ids.clone(),
+            cpus_given: overrides.cpus.is_some(),
+        };
+        let gpus = self.place_gpus(&tx, &mut profile, &ask)?;
         tx.insert(&profile)?;
+        tx.reserve(&profile.name, &gpus)?;
         let (cgroup, created, shortfalls) = match self.driver.base() {
             Err(why) => (
                 None,
@@ -196,6 +216,7 @@ impl<D: Driver> Manager<D> {
         Ok(Created {
             profile,
             cgroup,
+            gpus,
             shortfalls,
         })
     }
@@ -240,7 +261,7 @@ impl<D: Driver> Manager<D> {
 
     /// The environment variables of a profile.
     pub fn env(&self, name: &ProfileName) -> Result<Vec<Variable>, ManagerError> {
-        Ok(env::variables(&self.get(name)?.limits))
+        self.env_with_gpus(name)
     }
 
     /// One stored profile.
@@ -272,15 +293,24 @@ impl<D: Driver> Manager<D> {
                 (a, alive)
             })
             .collect();
-        self.with_live(profile, applied)
+        let mut status = self.with_live(profile, applied)?;
+        status.gpus = self.gpu_states(&[name])?.pop().unwrap_or_default();
+        Ok(status)
     }
 
     /// Every profile with its live state.
     pub fn status_all(&self) -> Result<Vec<Status>, ManagerError> {
-        self.profiles()?
+        let mut all: Vec<Status> = self
+            .profiles()?
             .into_iter()
             .map(|p| self.with_live(p, Vec::new()))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        let names: Vec<&ProfileName> = all.iter().map(|s| &s.profile.name).collect();
+        let gpus = self.gpu_states(&names)?;
+        for (status, gpus) in all.iter_mut().zip(gpus) {
+            status.gpus = gpus;
+        }
+        Ok(all)
     }
 
     fn with_live(
@@ -302,6 +332,7 @@ impl<D: Driver> Manager<D> {
             unavailable,
             drift,
             applied,
+            gpus: Vec::new(),
         })
     }
 

@@ -24,8 +24,13 @@ use crate::plan::{CpuQuota, CpuWeight, GpuShare, Limits, OomScoreAdj, ProfileNam
 use crate::preset::Preset;
 use crate::units::{Bytes, Limit};
 
+mod applied;
+mod gpus;
+
+pub use gpus::MIGRATE_1_TO_2;
+
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a writer waits for another one before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,7 +48,9 @@ CREATE TABLE profiles (
     gpus          INTEGER,          -- NULL: GPUs left alone
     gpu_share     INTEGER NOT NULL,
     created_at    INTEGER NOT NULL,
-    updated_at    INTEGER NOT NULL
+    updated_at    INTEGER NOT NULL,
+    mems          TEXT,             -- NULL: all memory nodes
+    gpu_binding   TEXT NOT NULL DEFAULT 'local'
 ) STRICT;
 CREATE TABLE applied (
     pid        INTEGER PRIMARY KEY NOT NULL,
@@ -55,7 +62,7 @@ CREATE INDEX applied_by_profile ON applied(profile);
 ";
 
 const PROFILE_COLUMNS: &str = "name, preset, cpu_quota_us, cpu_weight, cpus, memory_max, \
-     memory_high, oom_score_adj, gpus, gpu_share, created_at, updated_at";
+     memory_high, oom_score_adj, gpus, gpu_share, created_at, updated_at, mems, gpu_binding";
 
 /// What went wrong with the database.
 #[derive(Debug, Error)]
@@ -227,6 +234,12 @@ impl Store {
         match store.version()? {
             0 => Ok(None),
             SCHEMA_VERSION => Ok(Some(store)),
+            // An older schema is brought up to date once, by the first
+            // command that opens it; readers then see the current one.
+            found if found < SCHEMA_VERSION => {
+                drop(store);
+                Store::open(path).map(Some)
+            }
             found => Err(StoreError::TooNew {
                 path: store.path.clone(),
                 found,
@@ -264,10 +277,17 @@ impl Store {
             0 => {
                 tx.tx
                     .execute_batch(SCHEMA)
+                    .and_then(|_| tx.tx.execute_batch(gpus::SCHEMA))
                     .and_then(|_| {
                         tx.tx
                             .execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                     })
+                    .map_err(|e| tx.error(e))?;
+                tx.commit()
+            }
+            1 => {
+                tx.tx
+                    .execute_batch(MIGRATE_1_TO_2)
                     .map_err(|e| tx.error(e))?;
                 tx.commit()
             }
@@ -326,7 +346,7 @@ impl Pending<'_> {
     pub fn insert(&self, profile: &Profile) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO profiles ({PROFILE_COLUMNS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
         );
         match self.write_profile(&sql, profile) {
             Err(rusqlite::Error::SqliteFailure(f, _))
@@ -343,13 +363,14 @@ impl Pending<'_> {
     pub fn update(&self, profile: &Profile) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO profiles ({PROFILE_COLUMNS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
              ON CONFLICT(name) DO UPDATE SET preset = excluded.preset, \
              cpu_quota_us = excluded.cpu_quota_us, cpu_weight = excluded.cpu_weight, \
              cpus = excluded.cpus, memory_max = excluded.memory_max, \
              memory_high = excluded.memory_high, oom_score_adj = excluded.oom_score_adj, \
              gpus = excluded.gpus, gpu_share = excluded.gpu_share, \
-             updated_at = excluded.updated_at"
+             updated_at = excluded.updated_at, mems = excluded.mems, \
+             gpu_binding = excluded.gpu_binding"
         );
         self.write_profile(&sql, profile).map_err(|e| self.error(e))
     }
@@ -372,6 +393,8 @@ impl Pending<'_> {
                 l.gpu_share.percent(),
                 profile.created_at,
                 profile.updated_at,
+                l.mems.as_ref().map(|m| m.to_string()),
+                l.gpu_binding.name(),
             ],
         )?;
         Ok(())
@@ -459,6 +482,8 @@ struct RawProfile {
     gpu_share: i64,
     created_at: i64,
     updated_at: i64,
+    mems: Option<String>,
+    gpu_binding: String,
 }
 
 impl RawProfile {
@@ -476,6 +501,8 @@ impl RawProfile {
             gpu_share: r.get(9)?,
             created_at: r.get(10)?,
             updated_at: r.get(11)?,
+            mems: r.get(12)?,
+            gpu_binding: r.get(13)?,
         })
     }
 
@@ -526,6 +553,16 @@ impl RawProfile {
                 .ok()
                 .and_then(GpuShare::new)
                 .ok_or_else(|| corrupt("gpu_share"))?,
+            mems: self
+                .mems
+                .as_deref()
+                .map(CpuSet::parse)
+                .transpose()
+                .map_err(|_| corrupt("mems"))?,
+            gpu_binding: self
+                .gpu_binding
+                .parse()
+                .map_err(|_| corrupt("gpu_binding"))?,
         };
         Ok(Profile {
             name: ProfileName::new(&self.name).map_err(|_| corrupt("name"))?,
