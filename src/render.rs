@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use cortex_limits::cgroup::{CpuStat, Live, MemoryEvents};
+use cortex_limits::cgroup::{CpuStat, Isolation, Live, MemoryEvents};
 use cortex_limits::manager::{Listed, Status};
 use cortex_limits::plan::Limits;
 use cortex_limits::preset::Preset;
@@ -124,6 +124,31 @@ struct StatusJson<'a> {
     cgroup: CgroupJson,
     applied: Vec<AppliedJson>,
     gpus: Vec<gpus::GpuStateJson<'a>>,
+    isolation: Option<IsolationJson>,
+}
+
+/// How GPUs are isolated: `mode` is `kernel` (with `program_id`),
+/// `environment` (with `reason`) or `none`.
+#[derive(Serialize)]
+struct IsolationJson {
+    mode: &'static str,
+    program_id: Option<u32>,
+    reason: Option<String>,
+}
+
+impl From<Isolation> for IsolationJson {
+    fn from(i: Isolation) -> Self {
+        let (mode, program_id, reason) = match i {
+            Isolation::None => ("none", None, None),
+            Isolation::Kernel { program } => ("kernel", Some(program), None),
+            Isolation::Environment { why } => ("environment", None, Some(why)),
+        };
+        IsolationJson {
+            mode,
+            program_id,
+            reason,
+        }
+    }
 }
 
 fn bytes_of(limit: Option<Limit<Bytes>>) -> Option<u64> {
@@ -183,6 +208,7 @@ impl<'a> From<&'a Status> for StatusJson<'a> {
                 })
                 .collect(),
             gpus: gpus::gpu_states_json(&s.gpus),
+            isolation: s.isolation().map(IsolationJson::from),
         }
     }
 }
@@ -473,6 +499,9 @@ pub fn status_text(s: &Status) -> String {
     }
     for gpu in gpus::status_lines(&s.gpus) {
         line("gpu", gpu);
+    }
+    if let Some(isolation) = s.isolation() {
+        line("isolation", isolation.to_string());
     }
     out
 }

@@ -23,14 +23,28 @@ impl<D: Driver> Manager<D> {
         if let Err(why) = self.driver().base() {
             return Err(CgroupError::Unavailable(why.clone()).into());
         }
-        let profiles = match Store::open_existing(self.db())? {
-            Some(store) => store.list()?,
-            None => Vec::new(),
+        let (profiles, held) = match Store::open_existing(self.db())? {
+            Some(store) => {
+                let profiles = store.list()?;
+                let held = profiles
+                    .iter()
+                    .map(|p| store.reserved(&p.name))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (profiles, held)
+            }
+            None => (Vec::new(), Vec::new()),
         };
         Ok(profiles
             .into_iter()
-            .map(|p| Restored {
-                result: self.driver().ensure(&p.name, &p.limits),
+            .zip(held)
+            .map(|(p, gpus)| Restored {
+                result: self
+                    .driver()
+                    .ensure(&p.name, &p.limits)
+                    .and_then(|mut ensured| {
+                        ensured.shortfalls.extend(self.isolate(&p, &gpus)?);
+                        Ok(ensured)
+                    }),
                 name: p.name,
             })
             .collect())

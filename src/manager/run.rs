@@ -37,7 +37,9 @@ impl<D: Driver> Manager<D> {
         let mut shortfalls = match self.driver().base() {
             Err(why) => vec![not_enforced(name, why)],
             Ok(_) => {
-                let ensured = self.driver().ensure(name, limits)?;
+                let mut ensured = self.driver().ensure(name, limits)?;
+                let isolation = self.isolate_recorded(&tx, &profile)?;
+                ensured.shortfalls.extend(isolation);
                 self.driver().attach(name, pid)?;
                 cpuset_in_force = !ensured.shortfalls.iter().any(|s| s.what == "cpuset.cpus");
                 let start = process::start_time(self.proc_root(), pid)?;

@@ -73,7 +73,9 @@ impl<D: Driver> Manager<D> {
         let (cgroup, mut shortfalls) = match self.driver().base() {
             Err(why) => (None, vec![not_enforced(name, why)]),
             Ok(_) => {
-                let ensured = self.driver().ensure(name, &profile.limits)?;
+                let mut ensured = self.driver().ensure(name, &profile.limits)?;
+                let isolation = self.isolate_recorded(&tx, &profile)?;
+                ensured.shortfalls.extend(isolation);
                 (self.driver().path(name), ensured.shortfalls)
             }
         };
