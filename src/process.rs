@@ -241,6 +241,43 @@ pub fn pin_self(cpus: &CpuSet) -> Result<(), ProcessError> {
     })
 }
 
+/// Pins every thread of a running process to `cpus`: affinity is per
+/// thread, so each one under `/proc/PID/task` is set. Threads started
+/// later inherit it from the thread that starts them.
+pub fn pin_threads(proc_root: &Path, pid: u32, cpus: &CpuSet) -> Result<(), ProcessError> {
+    let mut set = rustix::process::CpuSet::new();
+    for cpu in cpus.iter().map(|c| c as usize) {
+        if cpu < rustix::process::CpuSet::MAX_CPU {
+            set.set(cpu);
+        }
+    }
+    let tasks = proc_root.join(pid.to_string()).join("task");
+    let entries = std::fs::read_dir(&tasks).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => ProcessError::NoSuchProcess { pid },
+        _ => ProcessError::Read {
+            path: tasks.clone(),
+            source,
+        },
+    })?;
+    for tid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        let Some(tid) = rustix::process::Pid::from_raw(tid) else {
+            continue;
+        };
+        match rustix::process::sched_setaffinity(Some(tid), &set) {
+            // A thread that exited meanwhile needs no pinning.
+            Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => {
+                return Err(ProcessError::Affinity {
+                    cpus: cpus.to_string(),
+                    source: e.into(),
+                })
+            }
+            Ok(()) => {}
+        }
+    }
+    Ok(())
+}
+
 /// Replaces this process with `program`, with `vars` added to the
 /// environment. Returns only on failure.
 pub fn exec(program: &OsStr, args: &[OsString], vars: &[(&str, &str)]) -> ExecError {
@@ -388,5 +425,32 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(back.trim(), "300");
+    }
+
+    #[test]
+    fn pin_threads_sets_every_thread_of_a_child() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mine = rustix::process::sched_getaffinity(None).unwrap();
+        let first = (0..rustix::process::CpuSet::MAX_CPU)
+            .find(|&c| mine.is_set(c))
+            .unwrap() as u32;
+        let result = pin_threads(Path::new("/proc"), pid, &[first].into_iter().collect());
+        let theirs = rustix::process::sched_getaffinity(rustix::process::Pid::from_raw(pid as i32));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        result.unwrap();
+        let theirs = theirs.unwrap();
+        assert_eq!(theirs.count(), 1);
+        assert!(theirs.is_set(first as usize));
+
+        let err = pin_threads(Path::new("/proc"), u32::MAX - 1, &[0].into_iter().collect());
+        assert!(
+            matches!(err, Err(ProcessError::NoSuchProcess { .. })),
+            "{err:?}"
+        );
     }
 }

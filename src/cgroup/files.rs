@@ -24,6 +24,8 @@ pub const CPU_WEIGHT: &str = "cpu.weight";
 pub const CPU_STAT: &str = "cpu.stat";
 /// The CPUs the cgroup's processes may run on.
 pub const CPUSET_CPUS: &str = "cpuset.cpus";
+/// The memory (NUMA) nodes the cgroup's processes may allocate from.
+pub const CPUSET_MEMS: &str = "cpuset.mems";
 /// The CPUs actually granted, after the parent's restrictions.
 pub const CPUSET_CPUS_EFFECTIVE: &str = "cpuset.cpus.effective";
 /// The hard memory limit.

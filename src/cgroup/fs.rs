@@ -51,17 +51,15 @@ impl FsDriver {
         Ok(self.located()?.dir.join(SLICE).join(name.as_str()))
     }
 
-    /// Why this driver cannot touch device filters on `dir`, if it cannot:
-    /// `Some(None)` for a directory outside cgroupfs (a test tree, where no
-    /// limit is enforced and a filter is not missed either).
-    fn no_filters(&self, dir: &Path) -> Option<Option<String>> {
-        if !is_cgroupfs(dir) {
-            Some(None)
-        } else if self.uid != 0 {
-            Some(Some(format!(
+    /// Why this driver cannot touch device filters on `dir`, if it cannot.
+    fn no_filters(&self, dir: &Path) -> Option<String> {
+        if self.uid != 0 {
+            Some(format!(
                 "cortex runs as uid {}, and only root can attach device filters",
                 self.uid
-            )))
+            ))
+        } else if !is_cgroupfs(dir) {
+            Some(format!("{} is not on a cgroup2 filesystem", dir.display()))
         } else {
             None
         }
@@ -70,7 +68,7 @@ impl FsDriver {
     /// The device filter on `dir`, as far as this user can read it.
     fn isolation(&self, dir: &Path) -> Isolation {
         if let Some(why) = self.no_filters(dir) {
-            return why.map_or(Isolation::None, |why| Isolation::Environment { why });
+            return Isolation::Environment { why };
         }
         match device::installed(dir) {
             Ok(ids) => match ids.first() {
@@ -161,6 +159,8 @@ impl Driver for FsDriver {
             cpu_weight: number(CPU_WEIGHT)?,
             cpuset_cpus: read_optional(&dir.join(CPUSET_CPUS))?
                 .and_then(|t| CpuSet::parse(&t).ok()),
+            cpuset_mems: read_optional(&dir.join(CPUSET_MEMS))?
+                .and_then(|t| CpuSet::parse(&t).ok()),
             memory_current: number(MEMORY_CURRENT)?,
             memory_max: read_optional(&dir.join(MEMORY_MAX))?.and_then(|t| stat::byte_limit(&t)),
             memory_high: read_optional(&dir.join(MEMORY_HIGH))?.and_then(|t| stat::byte_limit(&t)),
@@ -186,9 +186,9 @@ impl Driver for FsDriver {
     ) -> Result<Isolation, CgroupError> {
         let dir = self.dir(name)?;
         if let Some(why) = self.no_filters(&dir) {
-            return Ok(match (policy, why) {
-                (Some(_), Some(why)) => Isolation::Environment { why },
-                _ => Isolation::None,
+            return Ok(match policy {
+                None => Isolation::None,
+                Some(_) => Isolation::Environment { why },
             });
         }
         let Some(policy) = policy else {
@@ -267,7 +267,7 @@ fn missing_controllers(base: &Base, enabled: &[&str], limits: &Limits) -> Vec<Sh
         ("cpu", "cpu.max and cpu.weight"),
         ("memory", "memory.max and memory.high"),
     ];
-    if limits.cpus.is_some() {
+    if limits.cpus.is_some() || limits.mems.is_some() {
         needed.push(("cpuset", "cpuset.cpus"));
     }
     needed
@@ -376,6 +376,14 @@ fn write_limits(dir: &Path, limits: &Limits, enabled: &[&str]) -> Result<(), Cgr
             },
             other => other,
         })?;
+        // GPU placement pins memory to the GPUs' NUMA nodes; empty hands
+        // the parent's nodes down again.
+        let mems = limits
+            .mems
+            .as_ref()
+            .map(CpuSet::to_string)
+            .unwrap_or_default();
+        write(&dir.join(CPUSET_MEMS), &mems)?;
     }
     Ok(())
 }

@@ -100,6 +100,8 @@ pub struct Live {
     pub cpu_weight: Option<u64>,
     /// `cpuset.cpus`; empty means the parent's CPUs.
     pub cpuset_cpus: Option<CpuSet>,
+    /// `cpuset.mems`; empty means the parent's memory nodes.
+    pub cpuset_mems: Option<CpuSet>,
     /// `memory.current`.
     pub memory_current: Option<u64>,
     /// `memory.max`.
@@ -145,6 +147,11 @@ impl Live {
         if let Some(cpus) = &limits.cpus {
             if self.cpuset_cpus.as_ref() != Some(cpus) {
                 drift.push(files::CPUSET_CPUS);
+            }
+        }
+        if let Some(mems) = &limits.mems {
+            if self.cpuset_mems.as_ref() != Some(mems) {
+                drift.push(files::CPUSET_MEMS);
             }
         }
         if self.memory_max != Some(limits.memory_max) {

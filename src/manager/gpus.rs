@@ -11,6 +11,8 @@ use crate::accel::{self, DeviceAccess, Gpu, GpuBinding, Machine, ReservedGpu};
 use crate::cgroup::Driver;
 use crate::env::{self, Variable};
 use crate::plan::{GpuSelector, ProfileName};
+use crate::process;
+use crate::shortfall::Shortfall;
 use crate::store::{Pending, Profile, Store};
 
 /// What a caller asks of GPU placement beyond the profile's limits.
@@ -229,5 +231,31 @@ impl<D: Driver> Manager<D> {
                 GpuListing { gpu, holders, live }
             })
             .collect())
+    }
+}
+
+/// Where the cpuset controller is missing (not delegated, or a v1 host's
+/// leftovers), pins the process's threads with `sched_setaffinity`
+/// instead, so a profile placed near its GPUs still runs there. The
+/// cpuset shortfall stays: the process may widen its affinity again.
+pub(super) fn pin_without_cpuset(
+    proc_root: &Path,
+    pid: u32,
+    limits: &crate::plan::Limits,
+    shortfalls: &[Shortfall],
+) -> Option<Shortfall> {
+    let cpus = limits.cpus.as_ref()?;
+    let missing = shortfalls
+        .iter()
+        .any(|s| s.what == crate::cgroup::files::CPUSET_CPUS);
+    if !missing {
+        return None;
+    }
+    match process::pin_threads(proc_root, pid, cpus) {
+        Ok(()) => {
+            tracing::debug!(pid, %cpus, "no cpuset: pinned with sched_setaffinity");
+            None
+        }
+        Err(e) => Some(Shortfall::new("cpu affinity", e.to_string())),
     }
 }

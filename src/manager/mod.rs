@@ -20,7 +20,6 @@ use crate::shortfall::Shortfall;
 use crate::store::{self, AppliedPid, Profile, Store, StoreError};
 
 mod gpus;
-mod isolation;
 
 pub use gpus::{GpuAsk, GpuListing, GpuState};
 
@@ -199,16 +198,7 @@ impl<D: Driver> Manager<D> {
                 )],
             ),
             Ok(_) => {
-                let mut ensured = self.driver.ensure(&profile.name, &profile.limits)?;
-                match self.isolate(&profile, &gpus) {
-                    Ok(shortfall) => ensured.shortfalls.extend(shortfall),
-                    Err(e) => {
-                        if ensured.created {
-                            let _ = self.driver.remove(&profile.name, false);
-                        }
-                        return Err(e.into());
-                    }
-                }
+                let ensured = self.driver.ensure(&profile.name, &profile.limits)?;
                 (
                     self.driver.path(&profile.name),
                     ensured.created,
@@ -246,12 +236,16 @@ impl<D: Driver> Manager<D> {
         }
 
         let ensured = self.driver.ensure(name, &profile.limits)?;
-        let isolation = self.isolate_recorded(&tx, &profile)?;
         self.driver.attach(name, pid)?;
         target.verify(&self.proc_root)?;
 
         let mut shortfalls = ensured.shortfalls;
-        shortfalls.extend(isolation);
+        shortfalls.extend(gpus::pin_without_cpuset(
+            &self.proc_root,
+            pid,
+            &profile.limits,
+            &shortfalls,
+        ));
         let adj = profile.limits.oom_score_adj;
         let oom_score_adj = match process::set_oom_score_adj(&self.proc_root, pid, adj) {
             Ok(()) => Some(adj.get()),

@@ -129,6 +129,14 @@ impl Store {
 }
 
 impl Pending<'_> {
+    /// The GPUs a profile holds, as this write sees it.
+    pub fn reserved(&self, name: &ProfileName) -> Result<Vec<ReservedGpu>, StoreError> {
+        Ok(query(&self.tx, self.path, Some(name))?
+            .into_iter()
+            .map(|r| r.gpu)
+            .collect())
+    }
+
     /// Every reservation, as this write sees it.
     pub fn reservations(&self) -> Result<Vec<Reservation>, StoreError> {
         query(&self.tx, self.path, None)

@@ -3,6 +3,7 @@
 //! nothing; these check what is written, printed and returned. The VM
 //! tests (tests/kernel.rs) check the same binary on a real kernel.
 
+mod gpus;
 mod support;
 
 use std::fs;
