@@ -12,6 +12,7 @@
 pub mod accel;
 pub mod cgroup;
 pub mod cpuset;
+pub mod doctor;
 pub mod env;
 pub mod error;
 pub mod manager;

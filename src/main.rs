@@ -3,6 +3,7 @@
 //! code.
 
 mod cli;
+mod commands;
 mod exit;
 mod render;
 
@@ -11,9 +12,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use cortex_limits::cgroup::fs::FsDriver;
+use cortex_limits::doctor;
 use cortex_limits::env;
 use cortex_limits::manager::{Manager, ManagerError};
 use cortex_limits::plan::ProfileName;
@@ -84,8 +86,22 @@ fn init_logging(verbose: u8) {
 }
 
 fn run(cli: Cli) -> Result<Exit, Failure> {
-    let TopCommand::Limits { command } = cli.command;
     let global = cli.global;
+    let command = match cli.command {
+        TopCommand::Limits { command } => command,
+        TopCommand::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "cortex", &mut text);
+            return print(&String::from_utf8_lossy(&text));
+        }
+        TopCommand::Man => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut text)
+                .expect("rendering into memory cannot fail");
+            return print(&String::from_utf8_lossy(&text));
+        }
+    };
 
     // Commands that need nothing but the preset table.
     if let LimitsCommand::Presets(args) = &command {
@@ -138,6 +154,22 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
             let name = ProfileName::new(&args.name)?;
             let vars = manager.env(&name)?;
             print(&env::render(&vars, args.shell.shell()))
+        }
+        LimitsCommand::Run(args) => commands::run(&manager, args),
+        LimitsCommand::Update(args) => commands::update(&manager, args),
+        LimitsCommand::Restore => commands::restore(&manager),
+        LimitsCommand::Doctor(args) => {
+            let roots = doctor::Roots {
+                cgroup: global.cgroup_root.clone(),
+                proc: global.proc_root.clone(),
+                dev: PathBuf::from("/dev"),
+                db: manager.db().to_path_buf(),
+            };
+            commands::doctor(&roots, rustix::process::geteuid().as_raw(), args.json)
+        }
+        LimitsCommand::Status(args) if args.watch.is_some() => {
+            let seconds = args.watch.unwrap_or(2.0);
+            commands::watch(&manager, &args, seconds)
         }
         LimitsCommand::Status(args) => match args.name {
             Some(name) => {
@@ -245,10 +277,15 @@ fn warn(shortfalls: &[Shortfall]) -> Exit {
 /// Writes to stdout. A closed pipe (`cortex limits list | head`) is not an
 /// error: the reader has what it wanted.
 fn print(text: &str) -> Result<Exit, Failure> {
+    emit(text).map(|_| Exit::Ok)
+}
+
+/// Writes to stdout; `false` once the reader has closed the pipe.
+fn emit(text: &str) -> Result<bool, Failure> {
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Ok(()) => Ok(Exit::Ok),
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Exit::Ok),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(Failure {
             exit: Exit::Failure,
             error: anyhow::Error::new(e).context("cannot write to standard output"),

@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use cortex_limits::cgroup::{CpuStat, Isolation, Live, MemoryEvents};
+use cortex_limits::cgroup::{CpuStat, Isolation, Live, MemoryEvents, Pressure, Stall};
+use cortex_limits::doctor::Check;
 use cortex_limits::manager::{Listed, Status};
 use cortex_limits::plan::Limits;
 use cortex_limits::preset::Preset;
@@ -70,8 +71,48 @@ struct ListedJson<'a> {
 #[derive(Serialize)]
 struct MemoryJson {
     current: Option<u64>,
+    peak: Option<u64>,
     max: Option<u64>,
     high: Option<u64>,
+    swap_current: Option<u64>,
+    swap_max: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct StallJson {
+    avg10: f64,
+    avg60: f64,
+    avg300: f64,
+    total_usec: u64,
+}
+
+#[derive(Serialize)]
+struct PressureJson {
+    some: StallJson,
+    full: Option<StallJson>,
+}
+
+#[derive(Serialize)]
+struct PressuresJson {
+    cpu: Option<PressureJson>,
+    memory: Option<PressureJson>,
+    io: Option<PressureJson>,
+}
+
+fn stall(s: Stall) -> StallJson {
+    StallJson {
+        avg10: s.avg10,
+        avg60: s.avg60,
+        avg300: s.avg300,
+        total_usec: s.total_usec,
+    }
+}
+
+fn pressure(p: Option<Pressure>) -> Option<PressureJson> {
+    p.map(|p| PressureJson {
+        some: stall(p.some),
+        full: p.full.map(stall),
+    })
 }
 
 #[derive(Serialize)]
@@ -104,6 +145,7 @@ struct CgroupJson {
     memory: Option<MemoryJson>,
     cpu: Option<CpuJson>,
     memory_events: Option<EventsJson>,
+    pressure: Option<PressuresJson>,
 }
 
 #[derive(Serialize)]
@@ -159,7 +201,7 @@ impl<'a> From<&'a Status> for StatusJson<'a> {
     fn from(s: &'a Status) -> Self {
         let live = s.live.as_ref();
         let exists = live.is_some_and(|l| l.exists);
-        let on = |v| if exists { v } else { None };
+        let present = live.filter(|l| l.exists);
         let cgroup = CgroupJson {
             path: live.map(|l| l.path.display().to_string()),
             exists,
@@ -167,11 +209,19 @@ impl<'a> From<&'a Status> for StatusJson<'a> {
             unavailable: s.unavailable.clone(),
             drift: s.drift.clone(),
             pids: live.map(|l| l.pids.clone()).unwrap_or_default(),
-            memory: on(live.map(|l| MemoryJson {
+            memory: present.map(|l| MemoryJson {
                 current: l.memory_current,
+                peak: l.memory_peak,
                 max: bytes_of(l.memory_max),
                 high: bytes_of(l.memory_high),
-            })),
+                swap_current: l.swap_current,
+                swap_max: bytes_of(l.swap_max),
+            }),
+            pressure: present.map(|l| PressuresJson {
+                cpu: pressure(l.cpu_pressure),
+                memory: pressure(l.memory_pressure),
+                io: pressure(l.io_pressure),
+            }),
             cpu: live.and_then(|l| l.cpu_stat).map(|c: CpuStat| CpuJson {
                 usage_usec: c.usage_usec,
                 user_usec: c.user_usec,
@@ -255,6 +305,57 @@ pub fn status_json(status: &Status) -> String {
 pub fn status_all_json(all: &[Status]) -> String {
     let all: Vec<StatusJson> = all.iter().map(StatusJson::from).collect();
     json(&all)
+}
+
+/// `status NAME --json --watch`: one compact line per refresh.
+pub fn status_json_line(status: &Status) -> String {
+    json_line(&StatusJson::from(status))
+}
+
+/// `status --json --watch`: one compact line per refresh.
+pub fn status_all_json_line(all: &[Status]) -> String {
+    let all: Vec<StatusJson> = all.iter().map(StatusJson::from).collect();
+    json_line(&all)
+}
+
+fn json_line<T: Serialize>(value: &T) -> String {
+    let mut text = serde_json::to_string(value).expect("views serialize");
+    text.push('\n');
+    text
+}
+
+#[derive(Serialize)]
+struct CheckJson<'a> {
+    check: &'a str,
+    level: &'a str,
+    detail: &'a str,
+    fix: Option<&'a str>,
+}
+
+/// `doctor --json`.
+pub fn doctor_json(checks: &[Check]) -> String {
+    let all: Vec<CheckJson> = checks
+        .iter()
+        .map(|c| CheckJson {
+            check: c.name,
+            level: c.level.word(),
+            detail: &c.detail,
+            fix: c.fix.as_deref(),
+        })
+        .collect();
+    json(&all)
+}
+
+/// `doctor`: one line per check, the fix indented below it.
+pub fn doctor_text(checks: &[Check]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        let _ = writeln!(out, "{:<5} {:<12} {}", c.level.word(), c.name, c.detail);
+        if let Some(fix) = &c.fix {
+            let _ = writeln!(out, "{:<18} fix: {fix}", "");
+        }
+    }
+    out
 }
 
 /// Columns padded to their widest cell, two spaces apart; the last column
@@ -518,15 +619,41 @@ fn live_lines(live: &Live, line: &mut impl FnMut(&str, String)) {
     );
     if let Some(current) = live.memory_current {
         let limit = |l: Option<Limit<Bytes>>| l.map_or("?".to_string(), |l| l.to_string());
+        let peak = live
+            .memory_peak
+            .map_or(String::new(), |p| format!(" (peak {})", human_bytes(p)));
         line(
             "memory",
             format!(
-                "{} used; max {}, high {}",
+                "{} used{peak}; max {}, high {}",
                 human_bytes(current),
                 limit(live.memory_max),
                 limit(live.memory_high)
             ),
         );
+    }
+    if let Some(swap) = live.swap_current {
+        let max = live.swap_max.map_or("?".to_string(), |l| l.to_string());
+        line("swap", format!("{} used; max {max}", human_bytes(swap)));
+    }
+    let psi = [
+        ("cpu", live.cpu_pressure),
+        ("memory", live.memory_pressure),
+        ("io", live.io_pressure),
+    ];
+    for (resource, p) in psi {
+        if let Some(p) = p {
+            let full = p.full.map_or(String::new(), |f| {
+                format!(", full {:.2}% / {:.2}%", f.avg10, f.avg60)
+            });
+            line(
+                "pressure",
+                format!(
+                    "{resource:<6} some {:.2}% / {:.2}%{full} (avg10 / avg60)",
+                    p.some.avg10, p.some.avg60
+                ),
+            );
+        }
     }
     if let Some(c) = live.cpu_stat {
         line(

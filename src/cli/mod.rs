@@ -15,6 +15,10 @@ use cortex_limits::units::parse_memory;
 
 use crate::exit::EXIT_CODES_HELP;
 
+mod ops;
+
+pub use ops::{RunArgs, UpdateArgs};
+
 /// Resource profiles for AI workloads: CPU, memory and GPU limits enforced
 /// by cgroup v2, and the environment that tells frameworks about them.
 #[derive(Debug, Parser)]
@@ -79,6 +83,14 @@ pub enum TopCommand {
         #[command(subcommand)]
         command: LimitsCommand,
     },
+    /// Print shell completions: cortex completions bash > /etc/bash_completion.d/cortex
+    Completions {
+        /// The shell
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): cortex man > /usr/local/share/man/man1/cortex.1
+    Man,
 }
 
 /// The `cortex limits` commands.
@@ -102,7 +114,25 @@ pub enum LimitsCommand {
     Delete(DeleteArgs),
     /// List the machine's GPUs and the profiles holding each
     Gpus(JsonArgs),
+    /// Run a command under a profile: cgroup, OOM priority, environment
+    #[command(after_long_help = RUN_HELP)]
+    Run(RunArgs),
+    /// Change a profile's limits, stored and live, with the options of create
+    Update(UpdateArgs),
+    /// Re-create every stored profile's cgroup (after a reboot)
+    Restore,
+    /// Check this host: cgroup v2, controllers, delegation, BPF, GPUs, database
+    Doctor(JsonArgs),
 }
+
+const RUN_HELP: &str = "\
+The command replaces cortex (exec), so no extra process stays behind and its
+exit status is the one returned. A command that cannot be found exits 127;
+one that cannot be executed, 126. If cortex fails before starting it, it
+exits with its own codes (below) and a `cortex: error:` line.
+
+Example:
+  cortex limits run inference-job -- python serve.py --port 8000";
 
 const CREATE_HELP: &str = "\
 Sizes: a bare number is GiB (--memory 32 is 32 GiB); units are binary
@@ -208,9 +238,12 @@ pub struct EnvArgs {
 pub struct StatusArgs {
     /// The profile [default: every profile, one line each]
     pub name: Option<String>,
-    /// Print JSON (schema in the README)
+    /// Print JSON (schema in the README); with --watch, one line per refresh
     #[arg(long)]
     pub json: bool,
+    /// Redraw every SECONDS (default 2) until interrupted
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<f64>,
 }
 
 /// Commands whose only option is `--json`.

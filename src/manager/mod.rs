@@ -19,9 +19,16 @@ use crate::process::{self, ProcessError, Target};
 use crate::shortfall::Shortfall;
 use crate::store::{self, AppliedPid, Profile, Store, StoreError};
 
+mod restore;
+mod run;
 mod gpus;
+mod isolation;
+mod update;
 
+pub use restore::Restored;
+pub use run::Entered;
 pub use gpus::{GpuAsk, GpuListing, GpuState};
+pub use update::{Change, Updated};
 
 /// What went wrong in an operation.
 #[derive(Debug, Error)]
@@ -44,6 +51,16 @@ pub enum ManagerError {
     /// GPUs could not be placed.
     #[error(transparent)]
     Place(#[from] crate::accel::place::PlaceError),
+    /// A new hard memory limit below what the profile uses now.
+    #[error("the new memory.max for '{name}' ({max}) is below what it uses now ({current}): the kernel would reclaim and may OOM-kill its processes; add --force to do it anyway")]
+    BelowUsage {
+        /// The profile.
+        name: ProfileName,
+        /// The new limit.
+        max: crate::units::Bytes,
+        /// The bytes in use.
+        current: crate::units::Bytes,
+    },
 }
 
 impl ManagerError {
@@ -57,6 +74,7 @@ impl ManagerError {
             ManagerError::Process(e) => e.kind(),
             ManagerError::UnknownProfile(_) => ErrorKind::NotFound,
             ManagerError::Place(e) => e.kind(),
+            ManagerError::BelowUsage { .. } => ErrorKind::Conflict,
         }
     }
 }
@@ -160,6 +178,11 @@ impl<D: Driver> Manager<D> {
         &self.driver
     }
 
+    /// The procfs root.
+    pub fn proc_root(&self) -> &Path {
+        &self.proc_root
+    }
+
     /// Stores a new profile and creates its cgroup. On a host that cannot
     /// enforce limits the profile is still stored, with a shortfall that
     /// says why. A failure leaves neither record nor cgroup.
@@ -189,16 +212,18 @@ impl<D: Driver> Manager<D> {
         tx.insert(&profile)?;
         tx.reserve(&profile.name, &gpus)?;
         let (cgroup, created, shortfalls) = match self.driver.base() {
-            Err(why) => (
-                None,
-                false,
-                vec![Shortfall::new(
-                    format!("the limits of '{}'", profile.name),
-                    format!("{why}; the profile is stored and works with env, list and status"),
-                )],
-            ),
+            Err(why) => (None, false, vec![not_enforced(&profile.name, why)]),
             Ok(_) => {
-                let ensured = self.driver.ensure(&profile.name, &profile.limits)?;
+                let mut ensured = self.driver.ensure(&profile.name, &profile.limits)?;
+                match self.isolate(&profile, &gpus) {
+                    Ok(shortfall) => ensured.shortfalls.extend(shortfall),
+                    Err(e) => {
+                        if ensured.created {
+                            let _ = self.driver.remove(&profile.name, false);
+                        }
+                        return Err(e.into());
+                    }
+                }
                 (
                     self.driver.path(&profile.name),
                     ensured.created,
@@ -236,6 +261,7 @@ impl<D: Driver> Manager<D> {
         }
 
         let ensured = self.driver.ensure(name, &profile.limits)?;
+        let isolation = self.isolate_recorded(&tx, &profile)?;
         self.driver.attach(name, pid)?;
         target.verify(&self.proc_root)?;
 
@@ -246,6 +272,7 @@ impl<D: Driver> Manager<D> {
             &profile.limits,
             &shortfalls,
         ));
+        shortfalls.extend(isolation);
         let adj = profile.limits.oom_score_adj;
         let oom_score_adj = match process::set_oom_score_adj(&self.proc_root, pid, adj) {
             Ok(()) => Some(adj.get()),
@@ -255,6 +282,7 @@ impl<D: Driver> Manager<D> {
             }
             Err(e) => return Err(e.into()),
         };
+        forget_exited(&tx, &self.proc_root, name)?;
         tx.record_applied(name, pid, target.start_time())?;
         tx.commit()?;
         Ok(Applied {
@@ -384,6 +412,30 @@ impl<D: Driver> Manager<D> {
             killed: removed.map(|r| r.killed).unwrap_or_default(),
         })
     }
+}
+
+/// Forgets the processes recorded under `name` that have exited (or whose
+/// pid now names another process), so the record stays as long as what
+/// runs rather than growing with every `run`.
+fn forget_exited(
+    tx: &store::Pending<'_>,
+    proc_root: &Path,
+    name: &ProfileName,
+) -> Result<(), ManagerError> {
+    for applied in tx.applied(name)? {
+        if process::start_time(proc_root, applied.pid).ok() != Some(applied.start_time) {
+            tx.forget_applied(applied.pid)?;
+        }
+    }
+    Ok(())
+}
+
+/// The shortfall for a host that has no place for profile cgroups.
+fn not_enforced(name: &ProfileName, why: &crate::cgroup::Unavailable) -> Shortfall {
+    Shortfall::new(
+        format!("the limits of '{name}'"),
+        format!("{why}; the profile is stored and works with env, list and status"),
+    )
 }
 
 fn oom_shortfall(adj: i16, pid: u32) -> Shortfall {

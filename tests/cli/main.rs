@@ -4,6 +4,7 @@
 //! tests (tests/kernel.rs) check the same binary on a real kernel.
 
 mod gpus;
+mod ops;
 mod support;
 
 use std::fs;

@@ -5,6 +5,7 @@ mod create;
 mod delete;
 mod devices;
 mod enforce;
+mod ops;
 mod user;
 
 use crate::support::{assert_lists, require_vm, CGROUP_ROOT};
