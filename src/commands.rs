@@ -23,10 +23,7 @@ pub fn run(manager: &Manager<FsDriver>, args: RunArgs) -> Result<Exit, Failure> 
         .iter()
         .map(|v| (v.name, v.value.as_str()))
         .collect();
-    let (program, rest) = args
-        .command
-        .split_first()
-        .expect("clap requires a command");
+    let (program, rest) = args.command.split_first().expect("clap requires a command");
     let error = process::exec(program, rest, &vars);
     let status = error.status();
     eprintln!("cortex: error: {:#}", anyhow::Error::new(error));
@@ -73,7 +70,11 @@ pub fn restore(manager: &Manager<FsDriver>) -> Result<Exit, Failure> {
             }
             Err(e) => {
                 failed = true;
-                eprintln!("cortex: error: cannot restore '{}': {:#}", r.name, anyhow::Error::new(e));
+                eprintln!(
+                    "cortex: error: cannot restore '{}': {:#}",
+                    r.name,
+                    anyhow::Error::new(e)
+                );
             }
         }
     }
@@ -98,11 +99,17 @@ pub fn doctor(roots: &doctor::Roots, uid: u32, json: bool) -> Result<Exit, Failu
 }
 
 /// `status --watch`: redraws until interrupted (or the reader goes away).
-pub fn watch(manager: &Manager<FsDriver>, args: &StatusArgs, seconds: f64) -> Result<Exit, Failure> {
+pub fn watch(
+    manager: &Manager<FsDriver>,
+    args: &StatusArgs,
+    seconds: f64,
+) -> Result<Exit, Failure> {
     if !(seconds.is_finite() && seconds >= 0.1) {
         return Err(Failure {
             exit: Exit::Usage,
-            error: anyhow::anyhow!("invalid --watch interval '{seconds}': use at least 0.1 seconds"),
+            error: anyhow::anyhow!(
+                "invalid --watch interval '{seconds}': use at least 0.1 seconds"
+            ),
         });
     }
     let name = args.name.as_deref().map(ProfileName::new).transpose()?;
@@ -126,7 +133,11 @@ pub fn watch(manager: &Manager<FsDriver>, args: &StatusArgs, seconds: f64) -> Re
             }
         };
         // Text redraws in place: home the cursor and clear the screen.
-        let frame = if args.json { frame } else { format!("\x1b[H\x1b[2J{frame}") };
+        let frame = if args.json {
+            frame
+        } else {
+            format!("\x1b[H\x1b[2J{frame}")
+        };
         if !emit(&frame)? {
             return Ok(Exit::Ok);
         }

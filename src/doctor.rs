@@ -86,23 +86,35 @@ pub fn run(roots: &Roots, uid: u32) -> Vec<Check> {
     match host::locate(&roots.cgroup, &roots.proc, uid) {
         Ok(base) => {
             let where_ = match base.delegated_to {
-                None => format!("running as root: profiles go under {}/cortex.slice", base.dir.display()),
+                None => format!(
+                    "running as root: profiles go under {}/cortex.slice",
+                    base.dir.display()
+                ),
                 Some(uid) => format!("subtree delegated to uid {uid}: {}", base.dir.display()),
             };
             checks.push(Check::new("delegation", Level::Ok, where_));
             checks.push(controllers(&base.controllers, base.delegated_to.is_some()));
             checks.push(if host::writable(&base.dir) {
-                Check::new("write", Level::Ok, format!("may create cgroups in {}", base.dir.display()))
+                Check::new(
+                    "write",
+                    Level::Ok,
+                    format!("may create cgroups in {}", base.dir.display()),
+                )
             } else {
-                Check::new("write", Level::Fail, format!("cannot write {}", base.dir.display()))
-                    .fix("run as root, or as the user the subtree is delegated to")
+                Check::new(
+                    "write",
+                    Level::Fail,
+                    format!("cannot write {}", base.dir.display()),
+                )
+                .fix("run as root, or as the user the subtree is delegated to")
             });
         }
         Err(Unavailable::NoDelegation { uid, looked }) => {
             let why = Unavailable::NoDelegation { uid, looked };
             checks.push(
-                Check::new("delegation", Level::Fail, why.to_string())
-                    .fix(format!("run as root, or enable delegation {DELEGATION_FIX}")),
+                Check::new("delegation", Level::Fail, why.to_string()).fix(format!(
+                    "run as root, or enable delegation {DELEGATION_FIX}"
+                )),
             );
         }
         // The hierarchy check already says what is wrong.
@@ -165,7 +177,10 @@ fn controllers(have: &[String], delegated: bool) -> Check {
         Check::new(
             "controllers",
             Level::Fail,
-            format!("missing {}: those limits cannot be enforced", required.join(" ")),
+            format!(
+                "missing {}: those limits cannot be enforced",
+                required.join(" ")
+            ),
         )
         .fix(fix)
     } else if !optional.is_empty() {
@@ -186,7 +201,11 @@ fn controllers(have: &[String], delegated: bool) -> Check {
 
 fn oom(proc_root: &Path) -> Check {
     if process::may_lower_oom(proc_root) {
-        Check::new("oom", Level::Ok, "may set negative OOM score adjustments (CAP_SYS_RESOURCE)")
+        Check::new(
+            "oom",
+            Level::Ok,
+            "may set negative OOM score adjustments (CAP_SYS_RESOURCE)",
+        )
     } else {
         Check::new(
             "oom",
@@ -241,7 +260,11 @@ fn gpus(proc_root: &Path, dev: &Path) -> Vec<Check> {
         Some(version) => {
             let nvidia = nodes("nvidia");
             checks.push(if nvidia.iter().any(|n| n == "nvidiactl") {
-                Check::new("nvidia", Level::Ok, format!("{version}; nodes {}", nvidia.join(" ")))
+                Check::new(
+                    "nvidia",
+                    Level::Ok,
+                    format!("{version}; nodes {}", nvidia.join(" ")),
+                )
             } else {
                 Check::new(
                     "nvidia",
@@ -257,13 +280,20 @@ fn gpus(proc_root: &Path, dev: &Path) -> Vec<Check> {
             Check::new(
                 "nvidia",
                 Level::Warn,
-                format!("{}/nvidia* exist but no NVIDIA driver is loaded", dev.display()),
+                format!(
+                    "{}/nvidia* exist but no NVIDIA driver is loaded",
+                    dev.display()
+                ),
             )
             .fix("load the driver: modprobe nvidia"),
         ),
     }
     if dev.join("kfd").exists() {
-        checks.push(Check::new("amd", Level::Ok, format!("{}/kfd present (ROCm)", dev.display())));
+        checks.push(Check::new(
+            "amd",
+            Level::Ok,
+            format!("{}/kfd present (ROCm)", dev.display()),
+        ));
     }
     if !render.is_empty() {
         checks.push(Check::new(
@@ -273,7 +303,11 @@ fn gpus(proc_root: &Path, dev: &Path) -> Vec<Check> {
         ));
     }
     if checks.is_empty() {
-        checks.push(Check::new("gpu", Level::Ok, "no GPU driver loaded: CPU limits only"));
+        checks.push(Check::new(
+            "gpu",
+            Level::Ok,
+            "no GPU driver loaded: CPU limits only",
+        ));
     }
     checks
 }
@@ -305,7 +339,10 @@ fn database(db: &Path) -> Check {
             Ok(_) if !writable_path(db) => Check::new(
                 "database",
                 Level::Warn,
-                format!("{} is readable but not writable: create, update and delete will fail", db.display()),
+                format!(
+                    "{} is readable but not writable: create, update and delete will fail",
+                    db.display()
+                ),
             )
             .fix("make it writable, or choose another with --db"),
             Ok(_) => Check::new("database", Level::Ok, format!("{} opens", db.display())),
@@ -324,7 +361,10 @@ fn database(db: &Path) -> Check {
         _ => Check::new(
             "database",
             Level::Fail,
-            format!("{} cannot be created: its directory is not writable", db.display()),
+            format!(
+                "{} cannot be created: its directory is not writable",
+                db.display()
+            ),
         )
         .fix("choose another with --db or CORTEX_LIMITS_DB"),
     }
@@ -362,7 +402,11 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let r = roots(t.path());
         fs::create_dir_all(&r.cgroup).unwrap();
-        fs::write(r.cgroup.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        fs::write(
+            r.cgroup.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
         fs::write(r.cgroup.join("cgroup.subtree_control"), "").unwrap();
         fs::create_dir_all(r.proc.join("self")).unwrap();
         fs::write(r.proc.join("self/status"), "CapEff:\t000001ffffffffff\n").unwrap();
@@ -372,7 +416,10 @@ mod tests {
         assert_eq!(find(&checks, "controllers").level, Level::Ok);
         assert_eq!(find(&checks, "oom").level, Level::Ok);
         assert_eq!(find(&checks, "bpf").level, Level::Ok);
-        assert_eq!(find(&checks, "gpu").detail, "no GPU driver loaded: CPU limits only");
+        assert_eq!(
+            find(&checks, "gpu").detail,
+            "no GPU driver loaded: CPU limits only"
+        );
         let db = find(&checks, "database");
         assert_eq!(db.level, Level::Ok, "{db:?}");
         assert!(db.detail.ends_with("will be created on the first create"));
@@ -390,11 +437,22 @@ mod tests {
         let checks = run(&r, 0);
         let cgroup = find(&checks, "cgroup");
         assert_eq!(cgroup.level, Level::Fail);
-        assert!(cgroup.detail.contains("hybrid cgroup host"), "{}", cgroup.detail);
-        assert!(cgroup.fix.as_deref().unwrap().contains("systemd.unified_cgroup_hierarchy=1"));
+        assert!(
+            cgroup.detail.contains("hybrid cgroup host"),
+            "{}",
+            cgroup.detail
+        );
+        assert!(cgroup
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains("systemd.unified_cgroup_hierarchy=1"));
         assert_eq!(find(&checks, "oom").level, Level::Warn);
         assert_eq!(find(&checks, "bpf").level, Level::Warn);
-        assert!(checks.iter().all(|c| c.name != "delegation"), "nothing to delegate");
+        assert!(
+            checks.iter().all(|c| c.name != "delegation"),
+            "nothing to delegate"
+        );
     }
 
     #[test]
@@ -414,11 +472,19 @@ mod tests {
         let checks = run(&r, 0);
         let controllers = find(&checks, "controllers");
         assert_eq!(controllers.level, Level::Warn);
-        assert!(controllers.detail.contains("missing cpuset io"), "{}", controllers.detail);
+        assert!(
+            controllers.detail.contains("missing cpuset io"),
+            "{}",
+            controllers.detail
+        );
         let nvidia = find(&checks, "nvidia");
         assert_eq!(nvidia.level, Level::Warn);
         assert!(nvidia.detail.contains("550.54.15"), "{}", nvidia.detail);
-        assert_eq!(find(&checks, "nvml").level, Level::Warn, "no NVML on a test machine");
+        assert_eq!(
+            find(&checks, "nvml").level,
+            Level::Warn,
+            "no NVML on a test machine"
+        );
     }
 
     #[test]
@@ -426,7 +492,11 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let r = roots(t.path());
         fs::create_dir_all(r.db.parent().unwrap()).unwrap();
-        fs::write(&r.db, "plain text, long enough to be read as a header...........").unwrap();
+        fs::write(
+            &r.db,
+            "plain text, long enough to be read as a header...........",
+        )
+        .unwrap();
         let checks = run(&r, 0);
         let db = find(&checks, "database");
         assert_eq!(db.level, Level::Fail);

@@ -16,7 +16,12 @@ pub struct RunArgs {
     /// The profile
     pub name: String,
     /// The command and its arguments (put `--` before it if it starts with a dash)
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<OsString>,
 }
 

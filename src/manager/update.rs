@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{not_enforced, oom_shortfall, Manager, ManagerError};
+use super::{not_enforced, oom_shortfall, GpuAsk, Manager, ManagerError};
 use crate::cgroup::Driver;
 use crate::plan::{Limits, Overrides, ProfileName};
 use crate::preset::Preset;
@@ -62,12 +62,31 @@ impl<D: Driver> Manager<D> {
             self.check_usage(name, limits.memory_max)?;
         }
 
-        let profile = Profile {
+        let mut profile = Profile {
             preset,
             limits,
             updated_at: store::now(),
             ..old.clone()
         };
+        // A changed GPU request is placed again against everyone else's
+        // reservations; the profile's own old ones do not count against it.
+        let gpus_changed = change.overrides.gpu_ids.is_some()
+            || (
+                profile.limits.gpus,
+                profile.limits.gpu_share,
+                profile.limits.gpu_binding,
+            ) != (
+                old.limits.gpus,
+                old.limits.gpu_share,
+                old.limits.gpu_binding,
+            );
+        if gpus_changed {
+            let ask = GpuAsk {
+                ids: change.overrides.gpu_ids.clone(),
+                cpus_given: change.overrides.cpus.is_some(),
+            };
+            self.rebind_gpus(&tx, &mut profile, &ask)?;
+        }
         tx.update(&profile)?;
 
         let (cgroup, mut shortfalls) = match self.driver().base() {

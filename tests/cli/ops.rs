@@ -9,14 +9,28 @@ use crate::support::TestEnv;
 fn update_rewrites_the_record_and_the_cgroup() {
     let env = TestEnv::new();
     env.limits(&["create", "job", "--preset", "batch"]).ok();
-    let run = env.limits(&["update", "job", "--cpu", "150", "--memory", "2G", "--cpus", "0-1"]);
+    let run = env.limits(&[
+        "update", "job", "--cpu", "150", "--memory", "2G", "--cpus", "0-1",
+    ]);
     run.ok();
-    assert!(run.stdout.starts_with("updated profile 'job': cpu 1.5 cores"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .starts_with("updated profile 'job': cpu 1.5 cores"),
+        "{}",
+        run.stdout
+    );
     let dir = env.profile_dir("job");
     assert_eq!(env.read(&dir.join("cpu.max")), "150000 100000");
-    assert_eq!(env.read(&dir.join("cpu.weight")), "50", "kept from the stored profile");
+    assert_eq!(
+        env.read(&dir.join("cpu.weight")),
+        "50",
+        "kept from the stored profile"
+    );
     assert_eq!(env.read(&dir.join("memory.max")), (2u64 << 30).to_string());
-    assert_eq!(env.read(&dir.join("memory.high")), (1792u64 << 20).to_string());
+    assert_eq!(
+        env.read(&dir.join("memory.high")),
+        (1792u64 << 20).to_string()
+    );
     assert_eq!(env.read(&dir.join("cpuset.cpus")), "0-1");
 
     let json = env.limits(&["status", "job", "--json"]).json();
@@ -24,9 +38,18 @@ fn update_rewrites_the_record_and_the_cgroup() {
     assert_eq!(json["limits"]["cpu_percent"], 150.0);
     assert_eq!(json["cgroup"]["enforced"], true);
 
-    env.limits(&["update", "job", "--preset", "interactive"]).ok();
-    assert_eq!(env.read(&dir.join("cpu.max")), "200000 100000", "preset values again");
-    assert_eq!(env.read(&dir.join("cpuset.cpus")), "", "the new preset pins nothing");
+    env.limits(&["update", "job", "--preset", "interactive"])
+        .ok();
+    assert_eq!(
+        env.read(&dir.join("cpu.max")),
+        "200000 100000",
+        "preset values again"
+    );
+    assert_eq!(
+        env.read(&dir.join("cpuset.cpus")),
+        "",
+        "the new preset pins nothing"
+    );
 }
 
 #[test]
@@ -42,14 +65,20 @@ fn update_refuses_bad_input_and_unknown_profiles() {
     env.limits(&["update", "nope", "--cpu", "100"])
         .code(3)
         .one_error("no profile named 'nope'");
-    assert_eq!(env.read(&env.profile_dir("job").join("cpu.max")), "400000 100000");
+    assert_eq!(
+        env.read(&env.profile_dir("job").join("cpu.max")),
+        "400000 100000"
+    );
 }
 
 #[test]
 fn update_below_usage_needs_force() {
     let env = TestEnv::new();
     env.limits(&["create", "job", "--memory", "1G"]).ok();
-    env.write("cgroup/cortex.slice/job/memory.current", &format!("{}\n", 600u64 << 20));
+    env.write(
+        "cgroup/cortex.slice/job/memory.current",
+        &format!("{}\n", 600u64 << 20),
+    );
     env.limits(&["update", "job", "--memory", "512M"])
         .code(4)
         .one_error("is below what it uses now (600M): the kernel would reclaim");
@@ -57,7 +86,8 @@ fn update_below_usage_needs_force() {
         env.read(&env.profile_dir("job").join("memory.max")),
         (1u64 << 30).to_string()
     );
-    env.limits(&["update", "job", "--memory", "512M", "--force"]).ok();
+    env.limits(&["update", "job", "--memory", "512M", "--force"])
+        .ok();
     assert_eq!(
         env.read(&env.profile_dir("job").join("memory.max")),
         (512u64 << 20).to_string()
@@ -72,34 +102,53 @@ fn restore_recreates_what_is_stored() {
     fs::remove_dir_all(env.cgroup_root().join("cortex.slice")).unwrap();
     let run = env.limits(&["restore"]);
     run.ok();
-    assert_eq!(run.stdout, "restored 'a' (created)\nrestored 'b' (created)\n");
-    assert_eq!(env.read(&env.profile_dir("a").join("cpu.max")), "50000 100000");
+    assert_eq!(
+        run.stdout,
+        "restored 'a' (created)\nrestored 'b' (created)\n"
+    );
+    assert_eq!(
+        env.read(&env.profile_dir("a").join("cpu.max")),
+        "50000 100000"
+    );
     assert_eq!(env.read(&env.profile_dir("b").join("cpu.weight")), "200");
     let again = env.limits(&["restore"]);
     again.ok();
-    assert_eq!(again.stdout, "restored 'a' (present)\nrestored 'b' (present)\n");
+    assert_eq!(
+        again.stdout,
+        "restored 'a' (present)\nrestored 'b' (present)\n"
+    );
 }
 
 #[test]
 fn restore_on_a_host_without_cgroup_v2_is_not_possible() {
     let env = TestEnv::hybrid();
     env.limits(&["create", "a"]).code(5);
-    env.limits(&["restore"]).code(6).one_error("hybrid cgroup host");
+    env.limits(&["restore"])
+        .code(6)
+        .one_error("hybrid cgroup host");
 }
 
 #[test]
 fn run_execs_with_the_profile_environment() {
     let env = TestEnv::new();
-    env.limits(&["create", "job", "--cpu", "300", "--oom-adj", "100"]).ok();
+    env.limits(&["create", "job", "--cpu", "300", "--oom-adj", "100"])
+        .ok();
     let run = env.limits(&[
-        "run", "job", "--", "sh", "-c",
+        "run",
+        "job",
+        "--",
+        "sh",
+        "-c",
         "echo $OMP_NUM_THREADS $(cat /proc/self/oom_score_adj) $$; exit 3",
     ]);
     run.code(3);
     let words: Vec<&str> = run.stdout.split_whitespace().collect();
     assert_eq!(&words[..2], ["3", "100"], "{}", run.stdout);
     // The shell is the process cortex moved: its pid is in cgroup.procs.
-    assert_eq!(env.read(&env.profile_dir("job").join("cgroup.procs")), words[2]);
+    assert_eq!(
+        env.read(&env.profile_dir("job").join("cgroup.procs")),
+        words[2]
+    );
 }
 
 #[test]
@@ -124,8 +173,17 @@ fn doctor_explains_a_hybrid_host() {
     let env = TestEnv::hybrid();
     let run = env.limits(&["doctor"]);
     run.code(1);
-    assert!(run.stdout.starts_with("fail  cgroup       "), "{}", run.stdout);
-    assert!(run.stdout.contains("fix: boot with systemd.unified_cgroup_hierarchy=1"), "{}", run.stdout);
+    assert!(
+        run.stdout.starts_with("fail  cgroup       "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("fix: boot with systemd.unified_cgroup_hierarchy=1"),
+        "{}",
+        run.stdout
+    );
     let json = env.limits(&["doctor", "--json"]);
     json.code(1);
     let checks = json.json();
@@ -140,7 +198,10 @@ fn completions_and_man_page_come_from_the_command_line() {
         let run = env.run(&["completions", shell]);
         run.ok();
         assert!(run.stdout.contains("cortex"), "{shell}");
-        assert!(run.stdout.contains("restore"), "{shell} completes the limits commands");
+        assert!(
+            run.stdout.contains("restore"),
+            "{shell} completes the limits commands"
+        );
     }
     let man = env.run(&["man"]);
     man.ok();
@@ -152,12 +213,17 @@ fn completions_and_man_page_come_from_the_command_line() {
 fn exited_processes_are_forgotten_at_the_next_apply() {
     let env = TestEnv::new();
     env.limits(&["create", "job", "--oom-adj", "0"]).ok();
-    let mut first = std::process::Command::new("sleep").arg("300").spawn().unwrap();
-    env.limits(&["apply", "job", "--pid", &first.id().to_string()]).ok();
+    let mut first = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    env.limits(&["apply", "job", "--pid", &first.id().to_string()])
+        .ok();
     first.kill().unwrap();
     first.wait().unwrap();
     let second = crate::support::Sleeper::start();
-    env.limits(&["apply", "job", "--pid", &second.pid().to_string()]).ok();
+    env.limits(&["apply", "job", "--pid", &second.pid().to_string()])
+        .ok();
     let json = env.limits(&["status", "job", "--json"]).json();
     let pids: Vec<u64> = json["applied"]
         .as_array()
@@ -166,4 +232,72 @@ fn exited_processes_are_forgotten_at_the_next_apply() {
         .map(|a| a["pid"].as_u64().unwrap())
         .collect();
     assert_eq!(pids, [u64::from(second.pid())]);
+}
+
+/// `cortex limits ARGS` with GPU discovery reading a fixture machine.
+fn on_machine(env: &TestEnv, machine: &str, args: &[&str]) -> crate::support::Run {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/accel")
+        .join(machine);
+    let mut all = vec!["limits"];
+    all.extend_from_slice(args);
+    let out = env
+        .command(&all)
+        .env("CORTEX_ACCEL_ROOT", root)
+        .output()
+        .unwrap();
+    crate::support::Run::from(out)
+}
+
+fn holders(env: &TestEnv) -> Vec<Vec<String>> {
+    let json = on_machine(env, "h100-8x", &["gpus", "--json"]).json();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            g["held_by"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["profile"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn update_places_a_changed_gpu_request_again() {
+    let env = TestEnv::new();
+    on_machine(&env, "h100-8x", &["create", "a", "--gpus", "2"]).ok();
+    on_machine(&env, "h100-8x", &["create", "b", "--gpus", "6"]).ok();
+    let held_by_a = |env: &TestEnv| {
+        holders(env)
+            .iter()
+            .filter(|h| h.iter().any(|p| p == "a"))
+            .count()
+    };
+    assert_eq!(held_by_a(&env), 2);
+
+    on_machine(&env, "h100-8x", &["update", "a", "--gpus", "3"])
+        .code(4)
+        .one_error("not enough GPUs for profile 'a'");
+    assert_eq!(
+        held_by_a(&env),
+        2,
+        "a refused update keeps the old reservation"
+    );
+
+    on_machine(&env, "h100-8x", &["update", "a", "--gpu-share", "50"]).ok();
+    assert_eq!(
+        held_by_a(&env),
+        2,
+        "its own old shares do not count against it"
+    );
+
+    on_machine(&env, "h100-8x", &["delete", "b"]).ok();
+    on_machine(&env, "h100-8x", &["update", "a", "--gpus", "3"]).ok();
+    assert_eq!(held_by_a(&env), 3);
+    let status = on_machine(&env, "h100-8x", &["status", "a", "--json"]).json();
+    assert_eq!(status["limits"]["gpus"], 3);
+    assert_eq!(status["limits"]["gpu_share_percent"], 50);
 }

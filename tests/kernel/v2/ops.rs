@@ -7,7 +7,13 @@ use std::time::Duration;
 
 use crate::support::{keyed, profile_cgroup, read, unique, wait_until, Cortex, Helper};
 
-const KERNEL_FILES: [&str; 5] = ["cpu.max", "cpu.weight", "memory.max", "memory.high", "cpuset.cpus"];
+const KERNEL_FILES: [&str; 5] = [
+    "cpu.max",
+    "cpu.weight",
+    "memory.max",
+    "memory.high",
+    "cpuset.cpus",
+];
 
 fn snapshot(name: &str) -> Vec<(String, String)> {
     KERNEL_FILES
@@ -51,14 +57,20 @@ fn run_puts_the_command_under_the_profile_and_passes_its_status() {
 fn run_reports_127_and_126_like_a_shell() {
     let cortex = Cortex::root();
     let name = unique("run-missing");
-    cortex.run(&["create", &name, "--cpu", "100"]).expect(0, "create");
+    cortex
+        .run(&["create", &name, "--cpu", "100"])
+        .expect(0, "create");
 
     let db = cortex.db();
     let db = db.to_str().unwrap();
     let out = cortex
         .run(&["--db", db, "run", &name, "--", "/no/such/command"])
         .expect(127, "a missing command");
-    assert!(out.stderr.contains("command not found: /no/such/command"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("command not found: /no/such/command"),
+        "{}",
+        out.stderr
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("not-executable");
@@ -76,7 +88,16 @@ fn update_changes_the_kernel_files_while_a_process_runs() {
     let cortex = Cortex::root();
     let name = unique("update");
     cortex
-        .run(&["create", &name, "--cpu", "100", "--memory", "256M", "--oom-adj", "0"])
+        .run(&[
+            "create",
+            &name,
+            "--cpu",
+            "100",
+            "--memory",
+            "256M",
+            "--oom-adj",
+            "0",
+        ])
         .expect(0, "create");
     let sleeper = Helper::start(&["sleep"]);
     cortex
@@ -85,8 +106,18 @@ fn update_changes_the_kernel_files_while_a_process_runs() {
 
     cortex
         .run(&[
-            "update", &name, "--cpu", "50", "--cpu-weight", "300", "--memory", "128M",
-            "--cpus", "1", "--oom-adj", "200",
+            "update",
+            &name,
+            "--cpu",
+            "50",
+            "--cpu-weight",
+            "300",
+            "--memory",
+            "128M",
+            "--cpus",
+            "1",
+            "--oom-adj",
+            "200",
         ])
         .expect(0, "update");
 
@@ -96,8 +127,15 @@ fn update_changes_the_kernel_files_while_a_process_runs() {
     assert_eq!(read(dir.join("memory.max")), (128u64 << 20).to_string());
     assert_eq!(read(dir.join("memory.high")), (112u64 << 20).to_string());
     assert_eq!(read(dir.join("cpuset.cpus")), "1");
-    assert_eq!(read(format!("/proc/{}/oom_score_adj", sleeper.pid())), "200");
-    assert_eq!(read(dir.join("cgroup.procs")), sleeper.pid_arg(), "the process stayed");
+    assert_eq!(
+        read(format!("/proc/{}/oom_score_adj", sleeper.pid())),
+        "200"
+    );
+    assert_eq!(
+        read(dir.join("cgroup.procs")),
+        sleeper.pid_arg(),
+        "the process stayed"
+    );
 }
 
 #[test]
@@ -106,10 +144,21 @@ fn update_below_current_usage_needs_force() {
     let cortex = Cortex::root();
     let name = unique("shrink");
     cortex
-        .run(&["create", &name, "--cpu", "100", "--memory", "256M", "--oom-adj", "0"])
+        .run(&[
+            "create",
+            &name,
+            "--cpu",
+            "100",
+            "--memory",
+            "256M",
+            "--oom-adj",
+            "0",
+        ])
         .expect(0, "create");
     let mut hog = Helper::start(&["hog", "64"]);
-    cortex.run(&["apply", &name, "--pid", &hog.pid_arg()]).expect(0, "apply");
+    cortex
+        .run(&["apply", &name, "--pid", &hog.pid_arg()])
+        .expect(0, "apply");
     hog.send("go");
     hog.expect_line("done");
     let current = memory_current(&name);
@@ -119,12 +168,18 @@ fn update_below_current_usage_needs_force() {
         .run(&["update", &name, "--memory", "16M"])
         .expect(4, "update below usage without --force");
     assert!(out.stderr.contains("add --force"), "{}", out.stderr);
-    assert_eq!(read(profile_cgroup(&name).join("memory.max")), (256u64 << 20).to_string());
+    assert_eq!(
+        read(profile_cgroup(&name).join("memory.max")),
+        (256u64 << 20).to_string()
+    );
 
     cortex
         .run(&["update", &name, "--memory", "16M", "--force"])
         .expect(0, "update below usage with --force");
-    assert_eq!(read(profile_cgroup(&name).join("memory.max")), (16u64 << 20).to_string());
+    assert_eq!(
+        read(profile_cgroup(&name).join("memory.max")),
+        (16u64 << 20).to_string()
+    );
     let ended = hog.wait_end(Duration::from_secs(20));
     assert!(
         ended.is_some_and(Helper::killed),
@@ -133,7 +188,9 @@ fn update_below_current_usage_needs_force() {
 }
 
 fn memory_current(name: &str) -> u64 {
-    read(profile_cgroup(name).join("memory.current")).parse().unwrap()
+    read(profile_cgroup(name).join("memory.current"))
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -142,7 +199,9 @@ fn restore_recreates_removed_cgroups_and_is_idempotent() {
     let cortex = Cortex::root();
     let (a, b) = (unique("restore-a"), unique("restore-b"));
     cortex
-        .run(&["create", &a, "--cpu", "150", "--memory", "300M", "--cpus", "0"])
+        .run(&[
+            "create", &a, "--cpu", "150", "--memory", "300M", "--cpus", "0",
+        ])
         .expect(0, "create a");
     cortex
         .run(&["create", &b, "--preset", "batch", "--cpu-weight", "77"])
@@ -153,12 +212,28 @@ fn restore_recreates_removed_cgroups_and_is_idempotent() {
         fs::remove_dir(profile_cgroup(name)).expect("rmdir, as a reboot would");
     }
     let out = cortex.run(&["restore"]).expect(0, "restore");
-    assert!(out.stdout.contains(&format!("restored '{a}' (created)")), "{}", out.stdout);
-    assert_eq!((snapshot(&a), snapshot(&b)), before, "the same values again");
+    assert!(
+        out.stdout.contains(&format!("restored '{a}' (created)")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        (snapshot(&a), snapshot(&b)),
+        before,
+        "the same values again"
+    );
 
     let out = cortex.run(&["restore"]).expect(0, "restore again");
-    assert!(out.stdout.contains(&format!("restored '{a}' (present)")), "{}", out.stdout);
-    assert_eq!((snapshot(&a), snapshot(&b)), before, "a second restore changes nothing");
+    assert!(
+        out.stdout.contains(&format!("restored '{a}' (present)")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        (snapshot(&a), snapshot(&b)),
+        before,
+        "a second restore changes nothing"
+    );
 }
 
 #[test]
@@ -167,17 +242,30 @@ fn live_status_matches_the_kernel_files() {
     let cortex = Cortex::root();
     let name = unique("live");
     cortex
-        .run(&["create", &name, "--cpu", "50", "--memory", "200M", "--oom-adj", "0"])
+        .run(&[
+            "create",
+            &name,
+            "--cpu",
+            "50",
+            "--memory",
+            "200M",
+            "--oom-adj",
+            "0",
+        ])
         .expect(0, "create");
     let busy = Helper::start(&["busy"]);
-    cortex.run(&["apply", &name, "--pid", &busy.pid_arg()]).expect(0, "apply");
+    cortex
+        .run(&["apply", &name, "--pid", &busy.pid_arg()])
+        .expect(0, "apply");
     let dir = profile_cgroup(&name);
     wait_until(Duration::from_secs(10), || {
         (keyed(dir.join("cpu.stat"), "nr_throttled") > 2).then_some(())
     })
     .expect("the busy loop is throttled");
 
-    let out = cortex.run(&["status", &name, "--json"]).expect(0, "status --json");
+    let out = cortex
+        .run(&["status", &name, "--json"])
+        .expect(0, "status --json");
     let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let cg = &json["cgroup"];
     assert_eq!(cg["pids"], serde_json::json!([busy.pid()]));
@@ -193,10 +281,16 @@ fn live_status_matches_the_kernel_files() {
         Err(e) => println!("memory.swap.max: {e}; swap not checked"),
     }
     let peak: u64 = read(dir.join("memory.peak")).parse().unwrap();
-    assert!(cg["memory"]["peak"].as_u64().unwrap() <= peak, "peak only grows");
+    assert!(
+        cg["memory"]["peak"].as_u64().unwrap() <= peak,
+        "peak only grows"
+    );
     let throttled_now = keyed(dir.join("cpu.stat"), "nr_throttled");
     let reported = cg["cpu"]["nr_throttled"].as_u64().unwrap();
-    assert!(reported > 2 && reported <= throttled_now, "{reported} vs {throttled_now}");
+    assert!(
+        reported > 2 && reported <= throttled_now,
+        "{reported} vs {throttled_now}"
+    );
     for resource in ["cpu", "memory", "io"] {
         let file = dir.join(format!("{resource}.pressure"));
         match fs::read_to_string(&file) {
@@ -219,8 +313,18 @@ fn doctor_passes_on_a_cgroup_v2_host() {
     let cortex = Cortex::root();
     let out = cortex.run(&["doctor"]);
     let out = out.expect(0, "doctor as root on cgroup v2");
-    assert!(out.stdout.lines().any(|l| l.starts_with("ok    cgroup ")), "{}", out.stdout);
-    assert!(out.stdout.lines().any(|l| l.starts_with("ok    delegation ")), "{}", out.stdout);
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("ok    cgroup ")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("ok    delegation ")),
+        "{}",
+        out.stdout
+    );
     let json = cortex.run(&["doctor", "--json"]).expect(0, "doctor --json");
     let checks: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert!(checks
