@@ -4,7 +4,8 @@
 //!
 //! The GPU nodes are made with mknod and have no driver behind them, so an
 //! open the filter lets through fails later, with ENXIO or ENODEV: that is
-//! how a test tells "allowed" from "denied" without a GPU.
+//! how a test tells "allowed" from "denied" without a GPU. The binary finds
+//! the GPUs in a fixture tree (`--accel-root`) describing four NVIDIA GPUs.
 
 use std::ffi::CString;
 use std::fs;
@@ -14,7 +15,9 @@ use std::time::Duration;
 
 use cortex_limits::cgroup::device::{self, bpf, gpu, Access, Devices, Policy, Rule};
 
-use crate::support::{require_vm, unique, wait_until, CGROUP_ROOT};
+use crate::support::{
+    profile_cgroup, require_vm, unique, wait_until, Cortex, Helper, CGROUP_ROOT, USER,
+};
 
 const NVIDIA: u32 = 195;
 const NVIDIACTL: u32 = 255;
@@ -394,5 +397,170 @@ fn a_read_only_rule_refuses_read_write_opens() {
         got,
         [Ok, Denied, Denied, Ok, Denied],
         "null r, null w, null rw, zero rw, urandom r (default deny)"
+    );
+}
+
+/// An accelerator root describing four NVIDIA GPUs, minors 0..3, in the
+/// shapes of sysfs and the driver's procfs files.
+fn four_nvidia_gpus() -> tempfile::TempDir {
+    let root = tempfile::Builder::new()
+        .prefix("cortex-kt-accel-")
+        .tempdir()
+        .expect("a temp dir");
+    for n in 0..4 {
+        let bus = format!("0000:1{n}:00.0");
+        let pci = root.path().join("sys/bus/pci/devices").join(&bus);
+        let info = root.path().join("proc/driver/nvidia/gpus").join(&bus);
+        fs::create_dir_all(&pci).unwrap();
+        fs::create_dir_all(&info).unwrap();
+        for (file, text) in [
+            ("class", "0x030200\n"),
+            ("vendor", "0x10de\n"),
+            ("device", "0x2330\n"),
+            ("numa_node", "0\n"),
+            ("local_cpulist", "0\n"),
+        ] {
+            fs::write(pci.join(file), text).unwrap();
+        }
+        fs::write(
+            info.join("information"),
+            format!(
+                "Model: \t\t NVIDIA H100 80GB HBM3\n\
+                 GPU UUID: \t GPU-00000000-0000-0000-0000-00000000000{n}\n\
+                 Bus Location: \t {bus}\n\
+                 Device Minor: \t {n}\n"
+            ),
+        )
+        .unwrap();
+    }
+    // The unprivileged user reads it too.
+    let mut dirs = vec![root.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            }
+        }
+    }
+    root
+}
+
+#[test]
+#[ignore = "needs a real cgroup v2 kernel: run with cargo xtask vm-test"]
+fn a_profile_holding_gpus_1_and_2_opens_only_those() {
+    let cortex = Cortex::root();
+    make_nvidia_nodes();
+    mount_devpts();
+    let accel = four_nvidia_gpus();
+    let accel = accel.path().to_str().unwrap();
+    let name = unique("gpus");
+    use Opened::{Denied, NoDriver, Ok};
+
+    cortex
+        .run(&["create", &name, "--gpu-ids", "1,2", "--accel-root", accel])
+        .expect(0, "create --gpu-ids 1,2");
+    let cgroup = profile_cgroup(&name);
+    let ids = device::installed(&cgroup).expect("reading the filter back");
+    assert_eq!(ids.len(), 1, "one program attached: {ids:?}");
+    let id = ids[0];
+
+    expect(
+        "inside the profile",
+        &probe(Some(&cgroup), &GPUS),
+        &[Denied, NoDriver, NoDriver, Denied, NoDriver],
+    );
+    let others = probe(
+        Some(&cgroup),
+        &[
+            Probe::Open("/dev/null", RW),
+            Probe::Open("/dev/zero", libc::O_RDONLY),
+            Probe::Open("/dev/urandom", libc::O_RDONLY),
+            Probe::Pty,
+        ],
+    );
+    assert_eq!(others, [Ok, Ok, Ok, Ok], "null, zero, urandom, pty inside");
+    expect("outside", &probe(None, &GPUS), &[NoDriver; 5]);
+
+    let status = cortex
+        .run(&["status", &name, "--accel-root", accel])
+        .expect(0, "status");
+    let line = format!("isolation  kernel (program id {id})");
+    assert!(
+        status.stdout.contains(&line),
+        "no '{line}' in:\n{}",
+        status.stdout
+    );
+    let json = cortex
+        .run(&["status", &name, "--json", "--accel-root", accel])
+        .expect(0, "status --json");
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).expect("status JSON");
+    assert_eq!(value["isolation"]["mode"], "kernel", "{}", json.stdout);
+    assert_eq!(value["isolation"]["program_id"], id, "{}", json.stdout);
+
+    // apply puts the filter on again: it replaces the old one, no stacking.
+    let target = Helper::start(&["sleep"]);
+    cortex
+        .run(&[
+            "apply",
+            &name,
+            "--pid",
+            &target.pid_arg(),
+            "--accel-root",
+            accel,
+        ])
+        .expect(0, "apply");
+    let after = device::installed(&cgroup).expect("reading the filter back");
+    assert_eq!(
+        after.len(),
+        1,
+        "one program attached after apply: {after:?}"
+    );
+    assert_ne!(after[0], id, "apply loaded a fresh program");
+    wait_freed(id, "apply replaced it");
+
+    cortex
+        .run(&["delete", &name, "--force", "--accel-root", accel])
+        .expect(0, "delete --force");
+    drop(target);
+    assert!(!cgroup.exists(), "{} outlived delete", cgroup.display());
+    wait_freed(after[0], "delete");
+}
+
+#[test]
+#[ignore = "needs a real cgroup v2 kernel: run with cargo xtask vm-test"]
+fn without_root_gpus_are_hidden_by_the_environment_only() {
+    let cortex = Cortex::user();
+    super::user::delegated();
+    let accel = four_nvidia_gpus();
+    let accel = accel.path().to_str().unwrap();
+    let name = unique("usergpu");
+
+    let out = cortex
+        .run(&["create", &name, "--gpus", "1", "--accel-root", accel])
+        .expect(5, "create --gpus 1 as a user");
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("GPU isolation"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning line:\n{}", out.stderr);
+    assert!(
+        warnings[0].starts_with("cortex: warning: GPU isolation not enforced:")
+            && warnings[0].contains(&format!("uid {USER}")),
+        "{}",
+        warnings[0]
+    );
+    let status = cortex
+        .run(&["status", &name, "--accel-root", accel])
+        .expect(0, "status");
+    assert!(
+        status
+            .stdout
+            .contains("isolation  environment only (cortex runs as uid"),
+        "{}",
+        status.stdout
     );
 }

@@ -15,7 +15,7 @@ use crate::support::{
 const DELEGATED: &str = "+cpu +memory +pids";
 
 /// Sets up the delegated subtree once and returns `user@1000.service`.
-fn delegated() -> &'static Path {
+pub(super) fn delegated() -> &'static Path {
     static SERVICE: OnceLock<PathBuf> = OnceLock::new();
     SERVICE.get_or_init(|| {
         let root = Path::new(CGROUP_ROOT);
