@@ -69,8 +69,9 @@ pub struct Roots {
     pub cgroup: PathBuf,
     /// procfs.
     pub proc: PathBuf,
-    /// The device directory.
-    pub dev: PathBuf,
+    /// Where GPU drivers are looked for: `proc/driver/nvidia` and `dev/`
+    /// under it (`/` on a real host, as for GPU discovery).
+    pub accel: PathBuf,
     /// The database file.
     pub db: PathBuf,
 }
@@ -122,7 +123,7 @@ pub fn run(roots: &Roots, uid: u32) -> Vec<Check> {
     }
     checks.push(oom(&roots.proc));
     checks.push(bpf(&roots.proc));
-    checks.extend(gpus(&roots.proc, &roots.dev));
+    checks.extend(gpus(&roots.accel.join("proc"), &roots.accel.join("dev")));
     checks.push(database(&roots.db));
     checks
 }
@@ -385,7 +386,7 @@ mod tests {
         Roots {
             cgroup: dir.join("cgroup"),
             proc: dir.join("proc"),
-            dev: dir.join("dev"),
+            accel: dir.to_path_buf(),
             db: dir.join("state/limits.db"),
         }
     }
@@ -410,7 +411,7 @@ mod tests {
         fs::write(r.cgroup.join("cgroup.subtree_control"), "").unwrap();
         fs::create_dir_all(r.proc.join("self")).unwrap();
         fs::write(r.proc.join("self/status"), "CapEff:\t000001ffffffffff\n").unwrap();
-        fs::create_dir_all(&r.dev).unwrap();
+        fs::create_dir_all(r.accel.join("dev")).unwrap();
         let checks = run(&r, 0);
         assert_eq!(find(&checks, "cgroup").level, Level::Ok);
         assert_eq!(find(&checks, "controllers").level, Level::Ok);
@@ -461,14 +462,14 @@ mod tests {
         let r = roots(t.path());
         fs::create_dir_all(&r.cgroup).unwrap();
         fs::write(r.cgroup.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
-        fs::create_dir_all(r.proc.join("driver/nvidia")).unwrap();
+        fs::create_dir_all(r.accel.join("proc/driver/nvidia")).unwrap();
         fs::write(
-            r.proc.join("driver/nvidia/version"),
+            r.accel.join("proc/driver/nvidia/version"),
             "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\nGCC version:  gcc version 12.2.0\n",
         )
         .unwrap();
-        fs::create_dir_all(&r.dev).unwrap();
-        fs::write(r.dev.join("nvidia0"), "").unwrap();
+        fs::create_dir_all(r.accel.join("dev")).unwrap();
+        fs::write(r.accel.join("dev").join("nvidia0"), "").unwrap();
         let checks = run(&r, 0);
         let controllers = find(&checks, "controllers");
         assert_eq!(controllers.level, Level::Warn);

@@ -162,7 +162,7 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
             let roots = doctor::Roots {
                 cgroup: global.cgroup_root.clone(),
                 proc: global.proc_root.clone(),
-                dev: PathBuf::from("/dev"),
+                accel: global.accel_root.clone(),
                 db: manager.db().to_path_buf(),
             };
             commands::doctor(&roots, rustix::process::geteuid().as_raw(), args.json)

@@ -219,7 +219,7 @@ fn own_unit_ancestor<'a>(proc_cgroup: &'a str, unit: &str) -> Option<&'a str> {
 pub fn writable(dir: &Path) -> bool {
     use rustix::fs::{access, Access};
     access(dir, Access::WRITE_OK).is_ok()
-        && access(&dir.join(SUBTREE_CONTROL), Access::WRITE_OK).is_ok()
+        && access(dir.join(SUBTREE_CONTROL), Access::WRITE_OK).is_ok()
 }
 
 /// Delegated the way systemd does it: the directory and its
