@@ -325,7 +325,10 @@ fn device_filters_are_not_tried_off_cgroupfs() {
 
     // A test tree enforces nothing, so a filter is not missed there either.
     let mut policy = Policy::new();
-    policy.push(device::Rule::allow(device::Devices::ANY, device::Access::ALL));
+    policy.push(device::Rule::allow(
+        device::Devices::ANY,
+        device::Access::ALL,
+    ));
     assert_eq!(
         driver.filter_devices(&job, Some(&policy)).unwrap(),
         Isolation::None
