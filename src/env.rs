@@ -140,10 +140,16 @@ fn visibility(reserved: &[ReservedGpu], vars: &mut Vec<Variable>) {
         // UUIDs name a GPU whatever order CUDA enumerates in and whatever
         // else is hidden; indices are the fallback where the driver did not
         // say a UUID, and mean nvidia-smi's order only with PCI_BUS_ID.
-        let value = if nvidia.iter().all(|g| g.uuid.is_some()) {
-            join(nvidia.iter().filter_map(|g| g.uuid.clone()).collect())
+        let (value, why) = if nvidia.iter().all(|g| g.uuid.is_some()) {
+            (
+                join(nvidia.iter().filter_map(|g| g.uuid.clone()).collect()),
+                "CUDA enumerates only the reserved GPUs, named by UUID",
+            )
         } else {
-            ordinals(&nvidia)
+            (
+                ordinals(&nvidia),
+                "CUDA enumerates only the reserved GPUs, by PCI-order index (the driver gave no UUID)",
+            )
         };
         vars.push(Variable {
             name: "CUDA_DEVICE_ORDER",
@@ -153,7 +159,7 @@ fn visibility(reserved: &[ReservedGpu], vars: &mut Vec<Variable>) {
         vars.push(Variable {
             name: "CUDA_VISIBLE_DEVICES",
             value,
-            why: "CUDA enumerates only the reserved GPUs, named by UUID",
+            why,
         });
     }
 
@@ -322,6 +328,84 @@ mod tests {
                     "garbage_collection_threshold:0.80"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn reserved_gpus_by_vendor() {
+        use crate::accel::{ReservedGpu, Vendor};
+        let gpu = |vendor, vendor_index, uuid: Option<&str>| ReservedGpu {
+            bus_id: format!("0000:{vendor_index:02x}:00.0"),
+            index: vendor_index,
+            vendor,
+            vendor_index,
+            uuid: uuid.map(str::to_string),
+            share: 100,
+        };
+        let mut limits = Preset::Inference.limits();
+        limits.cpu = Limit::Max;
+        limits.gpus = Some(2);
+        // (name, reserved, variables)
+        type Case = (
+            &'static str,
+            Vec<ReservedGpu>,
+            Vec<(&'static str, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "NVIDIA without UUIDs: PCI-order indices",
+                vec![gpu(Vendor::Nvidia, 1, None), gpu(Vendor::Nvidia, 3, None)],
+                vec![
+                    ("CUDA_DEVICE_ORDER", "PCI_BUS_ID"),
+                    ("CUDA_VISIBLE_DEVICES", "1,3"),
+                ],
+            ),
+            (
+                "NVIDIA with one UUID missing: indices for all",
+                vec![
+                    gpu(Vendor::Nvidia, 0, Some("GPU-a")),
+                    gpu(Vendor::Nvidia, 1, None),
+                ],
+                vec![
+                    ("CUDA_DEVICE_ORDER", "PCI_BUS_ID"),
+                    ("CUDA_VISIBLE_DEVICES", "0,1"),
+                ],
+            ),
+            (
+                "AMD in vendor order, whatever order they were stored in",
+                vec![gpu(Vendor::Amd, 3, None), gpu(Vendor::Amd, 1, None)],
+                vec![
+                    ("ROCR_VISIBLE_DEVICES", "1,3"),
+                    ("HIP_VISIBLE_DEVICES", "0,1"),
+                ],
+            ),
+            (
+                "two vendors: each gets its own",
+                vec![
+                    gpu(Vendor::Intel, 0, None),
+                    gpu(Vendor::Nvidia, 0, Some("GPU-x")),
+                ],
+                vec![
+                    ("CUDA_DEVICE_ORDER", "PCI_BUS_ID"),
+                    ("CUDA_VISIBLE_DEVICES", "GPU-x"),
+                    ("ZE_FLAT_DEVICE_HIERARCHY", "COMPOSITE"),
+                    ("ZE_ENABLE_PCI_ID_DEVICE_ORDER", "1"),
+                    ("ZE_AFFINITY_MASK", "0"),
+                    ("ONEAPI_DEVICE_SELECTOR", "level_zero:0"),
+                ],
+            ),
+        ];
+        for (name, reserved, want) in cases {
+            let vars = variables_with_gpus(&limits, &reserved);
+            assert_eq!(names_and_values(&vars), want, "{name}");
+        }
+
+        limits.gpu_binding = crate::accel::GpuBinding::ExportOnly;
+        let reserved = vec![gpu(Vendor::Nvidia, 0, Some("GPU-x"))];
+        assert_eq!(
+            variables_with_gpus(&limits, &reserved),
+            vec![],
+            "export-only names no GPU"
         );
     }
 

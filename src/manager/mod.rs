@@ -19,15 +19,15 @@ use crate::process::{self, ProcessError, Target};
 use crate::shortfall::Shortfall;
 use crate::store::{self, AppliedPid, Profile, Store, StoreError};
 
-mod restore;
-mod run;
 mod gpus;
 mod isolation;
+mod restore;
+mod run;
 mod update;
 
+pub use gpus::{GpuAsk, GpuListing, GpuState};
 pub use restore::Restored;
 pub use run::Entered;
-pub use gpus::{GpuAsk, GpuListing, GpuState};
 pub use update::{Change, Updated};
 
 /// What went wrong in an operation.

@@ -61,18 +61,27 @@ pub struct Reservation {
     pub gpu: ReservedGpu,
 }
 
-fn from_row(
-    r: &Row<'_>,
-) -> rusqlite::Result<(String, String, i64, String, i64, Option<String>, i64)> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+/// A row as SQLite holds it, before its values are checked.
+struct RawReservation {
+    profile: String,
+    bus_id: String,
+    index: i64,
+    vendor: String,
+    vendor_index: i64,
+    uuid: Option<String>,
+    share: i64,
+}
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<RawReservation> {
+    Ok(RawReservation {
+        profile: r.get(0)?,
+        bus_id: r.get(1)?,
+        index: r.get(2)?,
+        vendor: r.get(3)?,
+        vendor_index: r.get(4)?,
+        uuid: r.get(5)?,
+        share: r.get(6)?,
+    })
 }
 
 fn query(
@@ -90,8 +99,15 @@ fn query(
         .map_err(|e| classify(path, e))?;
     let mut out = Vec::new();
     for row in rows {
-        let (profile, bus_id, index, vendor, vendor_index, uuid, share) =
-            row.map_err(|e| classify(path, e))?;
+        let RawReservation {
+            profile,
+            bus_id,
+            index,
+            vendor,
+            vendor_index,
+            uuid,
+            share,
+        } = row.map_err(|e| classify(path, e))?;
         let corrupt = |what| StoreError::Corrupt {
             path: path.to_path_buf(),
             profile: profile.clone(),

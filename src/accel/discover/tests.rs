@@ -12,7 +12,10 @@ fn fixture(machine: &str) -> PathBuf {
         .join(machine)
 }
 
-fn summary(m: &Machine) -> Vec<(u32, Vendor, u32, &str, Option<u32>, String)> {
+/// (index, vendor, vendor index, PCI address, NUMA node, local CPUs).
+type Summary<'a> = (u32, Vendor, u32, &'a str, Option<u32>, String);
+
+fn summary(m: &Machine) -> Vec<Summary<'_>> {
     m.gpus
         .iter()
         .map(|g| {

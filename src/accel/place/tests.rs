@@ -42,7 +42,8 @@ fn placement_prefers_one_numa_node_then_the_least_shared() {
         held.iter().map(|&(i, s)| hold("other", &m, i, s)).collect()
     };
     // (name, holdings, count, share, chosen)
-    let cases: Vec<(&str, Vec<Holding>, u32, u8, Vec<u32>)> = vec![
+    type Case = (&'static str, Vec<Holding>, u32, u8, Vec<u32>);
+    let cases: Vec<Case> = vec![
         (
             "empty machine: lowest node, lowest indices",
             h(&[]),
@@ -221,7 +222,8 @@ fn cpus_near_the_gpus_sized_to_the_quota() {
     let g = |i: usize| &m.gpus[i];
     let none = CpuSet::default();
     // (name, gpus, quota, pinned elsewhere, cpus, mems)
-    let cases: Vec<(&str, Vec<&Gpu>, &str, CpuSet, &str, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<&'a Gpu>, &'a str, CpuSet, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "4 cores on node 0",
             vec![g(0)],
