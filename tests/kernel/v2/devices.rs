@@ -500,6 +500,22 @@ fn a_profile_holding_gpus_1_and_2_opens_only_those() {
     assert_eq!(value["isolation"]["mode"], "kernel", "{}", json.stdout);
     assert_eq!(value["isolation"]["program_id"], id, "{}", json.stdout);
 
+    // update moves the profile to GPUs 0 and 3: the filter follows, and
+    // the old program is replaced, not stacked.
+    cortex
+        .run(&["update", &name, "--gpu-ids", "0,3", "--accel-root", accel])
+        .expect(0, "update --gpu-ids 0,3");
+    let updated = device::installed(&cgroup).expect("reading the filter back");
+    assert_eq!(updated.len(), 1, "one program after update: {updated:?}");
+    assert_ne!(updated[0], id, "update loaded a fresh program");
+    wait_freed(id, "update replaced it");
+    expect(
+        "inside the profile after update",
+        &probe(Some(&cgroup), &GPUS),
+        &[NoDriver, Denied, Denied, NoDriver, NoDriver],
+    );
+    let id = updated[0];
+
     // apply puts the filter on again: it replaces the old one, no stacking.
     let target = Helper::start(&["sleep"]);
     cortex
