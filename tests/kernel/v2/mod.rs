@@ -5,6 +5,7 @@ mod create;
 mod delete;
 mod devices;
 mod enforce;
+mod gpus;
 mod ops;
 mod user;
 
