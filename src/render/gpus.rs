@@ -205,3 +205,61 @@ pub fn gpu_states_json(states: &[GpuState]) -> Vec<GpuStateJson<'_>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use cortex_limits::accel::Vendor;
+
+    use super::*;
+
+    fn reserved(index: u32, share: u8) -> ReservedGpu {
+        ReservedGpu {
+            bus_id: format!("0000:{:02x}:00.0", 0x18 + index),
+            index,
+            vendor: Vendor::Nvidia,
+            vendor_index: index,
+            uuid: Some(format!("GPU-{index}")),
+            share,
+        }
+    }
+
+    #[test]
+    fn status_lines_with_and_without_nvml() {
+        let states = [
+            GpuState {
+                reserved: reserved(0, 50),
+                live: Some(GpuLive {
+                    model: Some("NVIDIA H100 80GB HBM3".into()),
+                    memory_total: Some(80 << 30),
+                    memory_used: Some(20 << 30),
+                    utilization_gpu: Some(37),
+                    utilization_memory: Some(12),
+                }),
+            },
+            GpuState {
+                reserved: reserved(1, 50),
+                live: None,
+            },
+        ];
+        assert_eq!(
+            status_lines(&states),
+            [
+                "0 nvidia 0000:18:00.0 50% GPU-0, utilization 37%, memory 20.0G of 80.0G",
+                "1 nvidia 0000:19:00.0 50% GPU-1",
+            ]
+        );
+        let json = serde_json::to_value(gpu_states_json(&states)).unwrap();
+        assert_eq!(json[0]["live"]["utilization_gpu"], 37);
+        assert_eq!(json[0]["live"]["memory_used"], 20u64 << 30);
+        assert_eq!(json[1]["live"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn the_reserved_line() {
+        assert_eq!(reserved_line(&[]), None);
+        assert_eq!(
+            reserved_line(&[reserved(2, 80), reserved(3, 80)]).as_deref(),
+            Some("2, 3 (nvidia, 80% each)")
+        );
+    }
+}
