@@ -88,7 +88,7 @@ fn init_logging(verbose: u8) {
 fn run(cli: Cli) -> Result<Exit, Failure> {
     let global = cli.global;
     let command = match cli.command {
-        TopCommand::Limits { command } => command,
+        TopCommand::Limits { command } => *command,
         TopCommand::Completions { shell } => {
             let mut text = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "cortex", &mut text);

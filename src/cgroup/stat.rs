@@ -239,7 +239,11 @@ mod tests {
         assert_eq!(p.full.unwrap().avg10, 0.87);
         let cpu_5_10 = Pressure::parse("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n").unwrap();
         assert_eq!(cpu_5_10.full, None);
-        assert_eq!(Pressure::parse("full avg10=0.00\n"), None, "some is always there");
+        assert_eq!(
+            Pressure::parse("full avg10=0.00\n"),
+            None,
+            "some is always there"
+        );
         assert_eq!(Pressure::parse("some avg10=x\n"), None);
     }
 

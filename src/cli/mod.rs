@@ -81,7 +81,7 @@ pub enum TopCommand {
     #[command(after_long_help = EXIT_CODES_HELP)]
     Limits {
         #[command(subcommand)]
-        command: LimitsCommand,
+        command: Box<LimitsCommand>,
     },
     /// Print shell completions: cortex completions bash > /etc/bash_completion.d/cortex
     Completions {

@@ -443,7 +443,11 @@ impl Pending<'_> {
     }
 }
 
-fn applied(conn: &Connection, path: &Path, name: &ProfileName) -> Result<Vec<AppliedPid>, StoreError> {
+fn applied(
+    conn: &Connection,
+    path: &Path,
+    name: &ProfileName,
+) -> Result<Vec<AppliedPid>, StoreError> {
     let mut stmt = conn
         .prepare("SELECT pid, start_time, applied_at FROM applied WHERE profile = ?1 ORDER BY pid")
         .map_err(|e| classify(path, e))?;
@@ -710,7 +714,11 @@ mod tests {
         assert_eq!(stored.limits.cpu_weight.get(), 777);
         assert_eq!(stored.created_at, original.created_at, "creation time kept");
         assert_eq!(stored.updated_at, 1_800_000_000);
-        assert_eq!(store.applied(&original.name).unwrap().len(), 1, "applied kept");
+        assert_eq!(
+            store.applied(&original.name).unwrap().len(),
+            1,
+            "applied kept"
+        );
     }
 
     #[test]
