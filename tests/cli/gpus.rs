@@ -472,6 +472,41 @@ mod environment {
     }
 }
 
+mod isolation {
+    use super::*;
+
+    /// A temp tree is not cgroupfs, so no device filter can be attached:
+    /// a profile asking about GPUs says only the environment hides them,
+    /// one asking nothing about GPUs has nothing to isolate.
+    #[test]
+    fn status_says_when_only_the_environment_hides_gpus() {
+        let m = Machine::new("h100-8x");
+        m.limits(&["create", "held", "--gpus", "1"]).ok();
+        m.limits(&["create", "none", "--gpus", "0"]).ok();
+        m.limits(&["create", "plain"]).ok();
+        m.limits(&["create", "far", "--gpus", "2", "--gpus-export-only"])
+            .ok();
+
+        for name in ["held", "none"] {
+            let text = m.limits(&["status", name]).stdout;
+            assert!(
+                text.contains("isolation  environment only"),
+                "{name}: {text}"
+            );
+            let json = m.limits(&["status", name, "--json"]).json();
+            assert_eq!(json["isolation"]["mode"], "environment", "{name}");
+            assert_eq!(json["isolation"]["program_id"], serde_json::Value::Null);
+            assert!(json["isolation"]["reason"].is_string(), "{name}: {json}");
+        }
+        for name in ["plain", "far"] {
+            let text = m.limits(&["status", name]).stdout;
+            assert!(!text.contains("isolation"), "{name}: {text}");
+            let json = m.limits(&["status", name, "--json"]).json();
+            assert_eq!(json["isolation"], serde_json::Value::Null, "{name}");
+        }
+    }
+}
+
 /// Twenty creates at once against eight exclusive GPUs: the database's
 /// write lock makes each check-and-reserve atomic, so exactly eight win
 /// and no GPU is reserved twice.
