@@ -22,6 +22,8 @@ use cortex_limits::plan::{Overrides, ProfileName};
 use cortex_limits::preset::Preset;
 use cortex_limits::store::{self, Profile, Store};
 
+use crate::stats::{per_item, Summary};
+
 /// Store sizes measured.
 const SIZES: [usize; 3] = [1, 1_000, 10_000];
 
@@ -34,15 +36,12 @@ struct Sample {
 }
 
 impl Sample {
-    fn percentile(&self, p: f64) -> f64 {
-        let mut sorted = self.wall_ms.clone();
-        sorted.sort_by(f64::total_cmp);
-        let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
-        sorted[rank]
+    fn summary(&self) -> Summary {
+        Summary::of(&self.wall_ms).expect("every sample has at least one run")
     }
 
     fn median(&self) -> f64 {
-        self.percentile(0.5)
+        self.summary().median
     }
 }
 
@@ -94,8 +93,9 @@ pub fn run(repo: &Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Builds the release binary and returns its path, as cargo reports it.
-fn build(repo: &Path) -> Result<PathBuf> {
+/// Builds the release `cortex` binary and returns its path, as cargo
+/// reports it.
+pub fn build(repo: &Path) -> Result<PathBuf> {
     let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(repo)
         .args([
@@ -252,32 +252,83 @@ fn report(samples: &[Sample], runs: usize) -> (String, serde_json::Value) {
     );
     let mut rows = Vec::new();
     for s in samples {
-        let ratio = s.median() / floor;
+        let sum = s.summary();
+        let ratio = sum.median / floor;
         md.push_str(&format!(
             "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
-            s.label,
-            s.profiles,
-            s.median(),
-            s.percentile(0.1),
-            s.percentile(0.9),
-            ratio,
-            s.max_rss_kib
+            s.label, s.profiles, sum.median, sum.p10, sum.p90, ratio, s.max_rss_kib
         ));
         rows.push(json!({
             "command": s.label,
             "profiles": s.profiles,
-            "runs": s.wall_ms.len(),
-            "median_ms": s.median(),
-            "p10_ms": s.percentile(0.1),
-            "p90_ms": s.percentile(0.9),
+            "runs": sum.runs,
+            "median_ms": sum.median,
+            "p10_ms": sum.p10,
+            "p90_ms": sum.p90,
             "ratio_to_true": ratio,
             "peak_rss_kib": s.max_rss_kib,
         }));
     }
-    (md, json!({ "machine": machine(), "results": rows }))
+
+    md.push_str(
+        "\nGrowth: cost per stored profile in µs between store sizes, from the medians. \
+         Linear growth keeps it flat; a larger figure for the larger step means worse \
+         than linear.\n\n\
+         | command | µs/profile, 1 → 1,000 | µs/profile, 1,000 → 10,000 | no worse than linear |\n\
+         |---|---|---|---|\n",
+    );
+    let mut growth = Vec::new();
+    for (label, small, mid, large) in growth_rows(samples) {
+        let first = per_item(small, mid) * 1000.0;
+        let second = per_item(mid, large) * 1000.0;
+        let linear = within_linear(first, second);
+        md.push_str(&format!(
+            "| {label} | {first:.3} | {second:.3} | {} |\n",
+            if linear { "yes" } else { "no" }
+        ));
+        growth.push(json!({
+            "command": label,
+            "us_per_profile_1_to_1k": first,
+            "us_per_profile_1k_to_10k": second,
+            "no_worse_than_linear": linear,
+        }));
+    }
+    (
+        md,
+        json!({ "machine": machine(), "results": rows, "growth": growth }),
+    )
 }
 
-fn machine() -> String {
+/// A store size and the median at it, in ms.
+type Point = (usize, f64);
+
+/// For each command measured at all three sizes, its median at each.
+fn growth_rows(samples: &[Sample]) -> Vec<(String, Point, Point, Point)> {
+    let mut out = Vec::new();
+    for s in samples.iter().filter(|s| s.profiles == SIZES[0]) {
+        let at = |n: usize| {
+            samples
+                .iter()
+                .find(|o| o.label == s.label && o.profiles == n)
+                .map(|o| (n, o.median()))
+        };
+        if let (Some(a), Some(b), Some(c)) = (at(SIZES[0]), at(SIZES[1]), at(SIZES[2])) {
+            out.push((s.label.clone(), a, b, c));
+        }
+    }
+    out
+}
+
+/// Whether the cost per profile of the larger step stays within that of
+/// the smaller one. Below a microsecond per profile the command does not
+/// grow with the store at all and noise decides the comparison; a 25 %
+/// margin absorbs run-to-run spread.
+fn within_linear(first_us: f64, second_us: f64) -> bool {
+    second_us < 1.0 || second_us <= first_us.max(0.0) * 1.25
+}
+
+/// The host's CPU model, as `/proc/cpuinfo` names it.
+pub fn machine() -> String {
     fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -286,4 +337,49 @@ fn machine() -> String {
                 .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_is_judged_per_profile() {
+        let cases = [
+            ("flat: the store is not read", 0.2, 0.3, true),
+            ("linear", 70.0, 71.0, true),
+            ("within the margin", 60.0, 74.0, true),
+            ("worse than linear", 60.0, 90.0, false),
+            ("negative first step, growing second", -5.0, 20.0, false),
+        ];
+        for (name, first, second, want) in cases {
+            assert_eq!(within_linear(first, second), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn growth_rows_pair_the_three_sizes() {
+        let sample = |label: &str, profiles, ms: f64| Sample {
+            label: label.into(),
+            profiles,
+            wall_ms: vec![ms],
+            max_rss_kib: 0,
+        };
+        let samples = [
+            sample("/bin/true", 0, 1.0),
+            sample("list", 1, 2.0),
+            sample("list", 1_000, 9.0),
+            sample("list", 10_000, 72.0),
+            sample("env p0", 1, 1.5),
+            sample("env p0", 1_000, 1.5),
+        ];
+        let rows = growth_rows(&samples);
+        assert_eq!(rows.len(), 1, "env p0 lacks the 10,000 point");
+        let (label, a, b, c) = &rows[0];
+        assert_eq!(label, "list");
+        assert_eq!((*a, *b, *c), ((1, 2.0), (1_000, 9.0), (10_000, 72.0)));
+        let (md, json) = report(&samples, 1);
+        assert!(md.contains("| list | 7.007 | 7.000 | yes |"), "{md}");
+        assert_eq!(json["growth"][0]["no_worse_than_linear"], true);
+    }
 }
