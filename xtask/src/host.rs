@@ -98,7 +98,9 @@ pub fn build_payload(repo: &Path) -> Result<Payload> {
 
     Ok(Payload {
         cortex: cortex.context("cargo built no cortex binary")?,
-        kernel_tests: kernel_tests.context("cargo built no tests/kernel.rs executable")?,
+        kernel_tests: Some(kernel_tests.context("cargo built no tests/kernel.rs executable")?),
         helper: env::current_exe().context("finding the xtask executable")?,
+        script: repo.join("tests/vm/run-tests.sh"),
+        foreign: None,
     })
 }

@@ -19,7 +19,7 @@ use crate::cpio::{Archive, Owner};
 use crate::prereq;
 
 /// Bump when the recipe of the cached systemd root changes.
-const SYSTEMD_BASE: &str = "systemd-base-v1.cpio.zst";
+const SYSTEMD_BASE: &str = "systemd-base-v2.cpio.zst";
 
 /// The users of the busybox image: root, and the unprivileged user of the
 /// delegation tests.
@@ -41,10 +41,23 @@ const DPKG_EXCLUDES: &[&str] = &[
 pub struct Payload {
     /// The `cortex` binary.
     pub cortex: PathBuf,
-    /// The `tests/kernel.rs` test executable.
-    pub kernel_tests: PathBuf,
+    /// The `tests/kernel.rs` test executable; the benchmark has none.
+    pub kernel_tests: Option<PathBuf>,
     /// The xtask binary, used as `vm-helper` for test processes.
     pub helper: PathBuf,
+    /// The script PID 1 (or the systemd unit) runs, as `/tests/run-tests.sh`.
+    pub script: PathBuf,
+    /// Programs unpacked from Debian packages, for the busybox image.
+    pub foreign: Option<Foreign>,
+}
+
+/// Executables unpacked from `.deb` files (not installed on this host),
+/// copied to the image's `/bin` with their libraries.
+pub struct Foreign {
+    /// The executables.
+    pub binaries: Vec<PathBuf>,
+    /// Where their own libraries lie in the unpacked tree.
+    pub lib_dir: PathBuf,
 }
 
 /// Builds the busybox image at `vm_dir/busybox/initrd.img`.
@@ -76,7 +89,12 @@ pub fn busybox(vm_dir: &Path, repo: &Path, payload: &Payload) -> Result<PathBuf>
         false,
     )?;
     std::os::unix::fs::chown(stage.join("home/user"), Some(1000), Some(1000))?;
-    add_payload(&stage, repo, payload, true)?;
+    add_payload(&stage, payload, true)?;
+    if let Some(foreign) = &payload.foreign {
+        for binary in &foreign.binaries {
+            install_foreign(binary, &foreign.lib_dir, &stage)?;
+        }
+    }
 
     let image = dir.join("initrd.img");
     pack(&stage, &image, |archive| {
@@ -102,7 +120,7 @@ pub fn systemd(vm_dir: &Path, repo: &Path, payload: &Payload) -> Result<PathBuf>
         .with_context(|| format!("copying {}", unit.display()))?;
     // The root has the same libraries as this host: it is built from the
     // host's own suite and package sources.
-    add_payload(&stage, repo, payload, false)?;
+    add_payload(&stage, payload, false)?;
     let overlay = dir.join("overlay.cpio.zst");
     pack(&stage, &overlay, |archive| {
         archive.symlink(
@@ -145,7 +163,8 @@ fn systemd_base(dir: &Path) -> Result<PathBuf> {
     let mut cmd = Command::new("mmdebstrap");
     cmd.args([
         "--variant=minbase",
-        "--include=systemd,systemd-sysv,dbus",
+        // cgroup-tools: the benchmark measures cgexec against cortex.
+        "--include=systemd,systemd-sysv,dbus,cgroup-tools",
         "-q",
     ]);
     for exclude in DPKG_EXCLUDES {
@@ -173,23 +192,15 @@ fn systemd_base(dir: &Path) -> Result<PathBuf> {
     Ok(packed)
 }
 
-/// Copies the payload and the shared test script into `stage/tests`.
-fn add_payload(stage: &Path, repo: &Path, payload: &Payload, with_libs: bool) -> Result<()> {
+/// Copies the payload and its script into `stage/tests`.
+fn add_payload(stage: &Path, payload: &Payload, with_libs: bool) -> Result<()> {
     let tests = stage.join("tests");
     fs::create_dir_all(&tests)?;
-    install(
-        &repo.join("tests/vm/run-tests.sh"),
-        &tests.join("run-tests.sh"),
-        stage,
-        false,
-    )?;
+    install(&payload.script, &tests.join("run-tests.sh"), stage, false)?;
     install(&payload.cortex, &tests.join("cortex"), stage, with_libs)?;
-    install(
-        &payload.kernel_tests,
-        &tests.join("kernel-tests"),
-        stage,
-        with_libs,
-    )?;
+    if let Some(kernel_tests) = &payload.kernel_tests {
+        install(kernel_tests, &tests.join("kernel-tests"), stage, with_libs)?;
+    }
     install(&payload.helper, &tests.join("vm-helper"), stage, with_libs)?;
     Ok(())
 }
@@ -228,17 +239,60 @@ fn install(src: &Path, dest: &Path, stage: &Path, with_libs: bool) -> Result<()>
     Ok(())
 }
 
+/// Copies an unpacked executable to the image's `/bin`, with the
+/// libraries it needs: its own from `lib_dir`, the rest from this host,
+/// all put where the image's loader looks (beside libc).
+fn install_foreign(binary: &Path, lib_dir: &Path, stage: &Path) -> Result<()> {
+    let name = binary.file_name().context("an executable without a name")?;
+    install(binary, &stage.join("bin").join(name), stage, false)?;
+    let mut libs = shared_libraries_in(binary, Some(lib_dir))?;
+    let system_dir = libs
+        .iter()
+        .find(|l| l.file_name().is_some_and(|n| n == "libc.so.6"))
+        .and_then(|l| l.parent())
+        .map(|d| d.strip_prefix("/").unwrap_or(d).to_path_buf())
+        .with_context(|| format!("ldd names no libc for {}", binary.display()))?;
+    for lib in libs.drain(..) {
+        let inside = match lib.strip_prefix(lib_dir) {
+            Ok(own) => stage.join(&system_dir).join(own),
+            Err(_) => stage.join(lib.strip_prefix("/").unwrap_or(&lib)),
+        };
+        if inside.exists() {
+            continue;
+        }
+        fs::create_dir_all(inside.parent().unwrap())?;
+        fs::copy(&lib, &inside).with_context(|| format!("copying {}", lib.display()))?;
+    }
+    Ok(())
+}
+
 /// The libraries `ldd` lists for a binary, loader included; none for a
 /// static one.
 fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
-    let out = Command::new("ldd")
-        .arg(binary)
-        .output()
-        .context("running ldd")?;
+    shared_libraries_in(binary, None)
+}
+
+/// As [`shared_libraries`], looking in `extra` first.
+fn shared_libraries_in(binary: &Path, extra: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let mut ldd = Command::new("ldd");
+    ldd.arg(binary);
+    if let Some(dir) = extra {
+        ldd.env("LD_LIBRARY_PATH", dir);
+    }
+    let out = ldd.output().context("running ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if let (Some(dir), Some(missing)) = (extra, text.lines().find(|l| l.contains("not found"))) {
+        bail!(
+            "{} needs a library found neither in {} nor on this host: {}",
+            binary.display(),
+            dir.display(),
+            missing.trim()
+        );
+    }
     if !out.status.success() {
         return Ok(Vec::new());
     }
-    Ok(parse_ldd(&String::from_utf8_lossy(&out.stdout)))
+    Ok(parse_ldd(&text))
 }
 
 fn parse_ldd(text: &str) -> Vec<PathBuf> {

@@ -94,7 +94,7 @@ pub fn ensure(vm_dir: &Path) -> Result<Kernel> {
 
 /// `apt-get download NAME` into `dir`; on failure, refreshes the package
 /// lists once (as root) and tries again. Returns the downloaded file.
-fn download(dir: &Path, name: &str) -> Result<PathBuf> {
+pub fn download(dir: &Path, name: &str) -> Result<PathBuf> {
     for old in debs(dir, name)? {
         fs::remove_file(old).ok();
     }

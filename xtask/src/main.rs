@@ -3,6 +3,8 @@
 //! drive.
 
 mod bench;
+mod bench_driver;
+mod bench_vm;
 mod cpio;
 mod helper;
 mod host;
@@ -11,6 +13,7 @@ mod kernel;
 mod prereq;
 mod qemu;
 mod results;
+mod stats;
 mod vm;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +35,12 @@ commands:
   vm-helper ROLE [N]     a process for the VM tests: sleep, busy, threads N, hog MIB
   bench [--runs N]       host benchmark of env, list and status against /bin/true;
                          tables in target/bench/host.md and host.json
+  bench --vm [--mode plain|systemd|all] [--runs N]
+                         cortex limits run against /bin/true, cgexec and
+                         systemd-run --scope, create + delete against cgroup-tools,
+                         in the VM (TCG: only ratios carry over); tables in
+                         target/bench/vm.md and vm.json
+  vm-bench MODE RUNS     the benchmark driver inside the VM
 
 The VM suite needs qemu-system-x86, busybox-static, zstd and mmdebstrap, and
 installs them when run as root on Debian. Downloads and images are cached
@@ -70,7 +79,11 @@ fn run(args: &[String]) -> Result<bool> {
             Ok(close(&tally))
         }
         Some("vm-helper") => helper::run(&args[1..]).map(|()| true),
+        Some("bench") if args[1..].iter().any(|a| a == "--vm") => {
+            bench_vm::main(&repo, &args[1..]).map(|()| true)
+        }
         Some("bench") => bench::run(&repo, &args[1..]).map(|()| true),
+        Some("vm-bench") => bench_driver::run(&args[1..]).map(|()| true),
         Some("help" | "-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(true)

@@ -41,7 +41,8 @@ impl Mode {
         })
     }
 
-    fn name(self) -> &'static str {
+    /// The mode's name on the command line and in paths.
+    pub fn name(self) -> &'static str {
         match self {
             Mode::Plain => "plain",
             Mode::Hybrid => "hybrid",
@@ -64,7 +65,8 @@ impl Mode {
         Duration::from_secs(secs)
     }
 
-    fn append(self) -> String {
+    /// The kernel command line of the mode.
+    pub fn append(self) -> String {
         let init = match self {
             Mode::Plain | Mode::Hybrid => "/init",
             Mode::Systemd => "/lib/systemd/systemd",
@@ -121,7 +123,7 @@ pub fn suite(repo: &Path, modes: &[Mode]) -> Result<Tally> {
 
 /// Holds `vm_dir/lock` until dropped, so that two runs in one checkout do
 /// not build images over each other.
-fn lock(vm_dir: &Path) -> Result<File> {
+pub fn lock(vm_dir: &Path) -> Result<File> {
     fs::create_dir_all(vm_dir)?;
     let path = vm_dir.join("lock");
     let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;

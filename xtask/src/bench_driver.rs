@@ -1,0 +1,348 @@
+//! `xtask vm-bench MODE RUNS` and `xtask vm-bench probe`: the benchmark
+//! driver that runs inside the VM.
+//!
+//! The driver sets up one group per tool with the same limits (half a
+//! core, 256 MiB), then spawns each command `RUNS` times, the tools taking
+//! turns within each round so that a slow spell of the emulator falls on
+//! all of them alike. Each series is printed as one JSON line after
+//! [`LINE`]; the host computes the statistics. `probe` is the command each
+//! tool starts once to read its own limits back from the kernel.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+/// The prefix of every result line the host reads.
+pub const LINE: &str = "@@bench ";
+
+const CGROUP: &str = "/sys/fs/cgroup";
+const CORTEX: &str = "/tests/cortex";
+const SELF: &str = "/tests/vm-helper";
+const DB: &str = "/tmp/bench/limits.db";
+/// The profile `run` enters, and the cgroup-tools group beside it.
+const PROFILE: &str = "bench";
+const GROUP: &str = "cgbench";
+/// Half a core and 256 MiB, in each tool's own words.
+const CPU_MAX: &str = "50000 100000";
+const MEMORY_MAX: &str = "268435456";
+const SYSTEMD_PROPS: [&str; 4] = ["-p", "CPUQuota=50%", "-p", "MemoryMax=256M"];
+
+/// Runs the driver; `args` is `MODE RUNS` or `probe`.
+pub fn run(args: &[String]) -> Result<()> {
+    match args {
+        [probe] if probe == "probe" => probe_self(),
+        [mode, runs] => {
+            let runs: usize = runs.parse().context("vm-bench RUNS must be a number")?;
+            drive(mode, runs.max(1))
+        }
+        _ => bail!("usage: xtask vm-bench MODE RUNS | xtask vm-bench probe"),
+    }
+}
+
+/// Prints this process's cgroup and the limits the kernel holds for it.
+fn probe_self() -> Result<()> {
+    let own = fs::read_to_string("/proc/self/cgroup")?;
+    let path = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .context("no cgroup2 line in /proc/self/cgroup")?
+        .to_string();
+    let dir = format!("{CGROUP}{path}");
+    let read = |file: &str| {
+        fs::read_to_string(format!("{dir}/{file}"))
+            .map_or_else(|e| format!("unreadable: {e}"), |t| t.trim().to_string())
+    };
+    println!(
+        "{}",
+        json!({ "cgroup": path, "cpu.max": read("cpu.max"), "memory.max": read("memory.max") })
+    );
+    Ok(())
+}
+
+/// One command measured, with how to start it.
+struct Series {
+    tool: &'static str,
+    runs: usize,
+    argv: Vec<String>,
+    /// Moves the child into a cgroup between fork and exec.
+    move_into: Option<CString>,
+    wall_ms: Vec<f64>,
+}
+
+impl Series {
+    fn new(tool: &'static str, runs: usize, argv: &[&str]) -> Series {
+        Series {
+            tool,
+            runs,
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            move_into: None,
+            wall_ms: Vec::with_capacity(runs),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.argv[0]);
+        cmd.args(&self.argv[1..])
+            .env("CORTEX_LIMITS_DB", DB)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(procs) = self.move_into.clone() {
+            // SAFETY: between fork and exec only async-signal-safe calls
+            // are made (open, write, close), on memory prepared beforehand.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // "0" moves the writer itself.
+                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                    if written != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        cmd
+    }
+
+    /// Spawns the command once and records its wall time.
+    fn once(&mut self) -> Result<()> {
+        let start = Instant::now();
+        let out = self
+            .command()
+            .output()
+            .with_context(|| format!("spawning {}", self.argv.join(" ")))?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        if !out.status.success() {
+            bail!(
+                "{} failed ({}): {}",
+                self.argv.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        self.wall_ms.push(ms);
+        Ok(())
+    }
+}
+
+/// A create-then-delete cycle, one command per step, timed as a whole.
+struct Cycle {
+    tool: &'static str,
+    steps: Vec<Vec<String>>,
+    wall_ms: Vec<f64>,
+}
+
+impl Cycle {
+    fn once(&mut self) -> Result<()> {
+        let start = Instant::now();
+        for step in &self.steps {
+            let out = Command::new(&step[0])
+                .args(&step[1..])
+                .env("CORTEX_LIMITS_DB", DB)
+                .stdin(Stdio::null())
+                .output()
+                .with_context(|| format!("spawning {}", step.join(" ")))?;
+            if !out.status.success() {
+                bail!(
+                    "{} failed ({}): {}",
+                    step.join(" "),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        self.wall_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        Ok(())
+    }
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_string).collect()
+}
+
+fn emit(value: serde_json::Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{LINE}{value}");
+    let _ = out.flush();
+}
+
+/// Runs a setup command; its failure ends the benchmark.
+fn setup(argv: &[&str]) -> Result<String> {
+    let out = Command::new(argv[0])
+        .args(&argv[1..])
+        .env("CORTEX_LIMITS_DB", DB)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", argv.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "setup step {} failed ({}): {}",
+            argv.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn drive(mode: &str, runs: usize) -> Result<()> {
+    let systemd = mode == "systemd";
+    fs::create_dir_all(Path::new(DB).parent().unwrap())?;
+    emit(json!({
+        "kind": "info",
+        "mode": mode,
+        "runs": runs,
+        "kernel": fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+    }));
+
+    // cgroup-tools makes its group under the root: the root must hand
+    // down the controllers (cortex does this for its own slice).
+    fs::write(format!("{CGROUP}/cgroup.subtree_control"), "+cpu +memory")
+        .context("enabling cpu and memory in the root cgroup")?;
+    setup(&[
+        CORTEX, "limits", "create", PROFILE, "--cpu", "50", "--memory", "256M",
+    ])?;
+    setup(&["cgcreate", "-g", &format!("cpu,memory:{GROUP}")])?;
+    setup(&[
+        "cgset",
+        "-r",
+        &format!("cpu.max={CPU_MAX}"),
+        "-r",
+        &format!("memory.max={MEMORY_MAX}"),
+        GROUP,
+    ])?;
+    // The raw floor writes its pid into a group of its own.
+    let raw_group = format!("{CGROUP}/rawbench");
+    fs::create_dir_all(&raw_group)?;
+    fs::write(format!("{raw_group}/cpu.max"), CPU_MAX)?;
+    fs::write(format!("{raw_group}/memory.max"), MEMORY_MAX)?;
+
+    // Fairness: each tool's group, as the kernel holds it, read from
+    // inside by a process the tool started.
+    let group_arg = format!("cpu,memory:{GROUP}");
+    let mut probes: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "cortex run",
+            vec![
+                CORTEX, "limits", "run", PROFILE, "--", SELF, "vm-bench", "probe",
+            ],
+        ),
+        (
+            "cgexec",
+            vec!["cgexec", "-g", &group_arg, SELF, "vm-bench", "probe"],
+        ),
+    ];
+    let mut scope_probe = vec!["systemd-run", "--scope", "-q"];
+    scope_probe.extend(SYSTEMD_PROPS);
+    scope_probe.extend([SELF, "vm-bench", "probe"]);
+    if systemd {
+        probes.push(("systemd-run --scope", scope_probe));
+    }
+    for (tool, argv) in probes {
+        let text = setup(&argv)?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("reading the probe of {tool}: {text:?}"))?;
+        emit(json!({ "kind": "readback", "tool": tool, "kernel": value }));
+    }
+
+    let mut series = vec![
+        Series::new("/bin/true", runs, &["/bin/true"]),
+        Series::new("write pid + exec", runs, &["/bin/true"]),
+        Series::new(
+            "cortex limits env",
+            runs,
+            &[CORTEX, "limits", "env", PROFILE],
+        ),
+        Series::new(
+            "cortex limits run",
+            runs,
+            &[CORTEX, "limits", "run", PROFILE, "--", "/bin/true"],
+        ),
+        Series::new("cgexec", runs, &["cgexec", "-g", &group_arg, "/bin/true"]),
+    ];
+    series[1].move_into = Some(CString::new(format!("{raw_group}/cgroup.procs"))?);
+    if systemd {
+        let mut argv = vec!["systemd-run", "--scope", "-q"];
+        argv.extend(SYSTEMD_PROPS);
+        argv.push("/bin/true");
+        // A scope costs a round trip through systemd: fewer runs.
+        series.push(Series::new("systemd-run --scope", runs.div_ceil(3), &argv));
+    }
+    // Warm the page cache and the database before measuring.
+    for s in &mut series {
+        for _ in 0..3 {
+            s.once()?;
+        }
+        s.wall_ms.clear();
+    }
+    for round in 0..runs {
+        for s in series.iter_mut().filter(|s| round < s.runs) {
+            s.once()?;
+        }
+    }
+    for s in &series {
+        emit(
+            json!({ "kind": "spawn", "tool": s.tool, "command": s.argv.join(" "), "wall_ms": s.wall_ms }),
+        );
+    }
+
+    let cycles_runs = runs.div_ceil(2);
+    let mut cycles = vec![
+        Cycle {
+            tool: "cortex limits create + delete",
+            steps: vec![
+                words(&format!(
+                    "{CORTEX} limits create cyc --cpu 50 --memory 256M"
+                )),
+                words(&format!("{CORTEX} limits delete cyc")),
+            ],
+            wall_ms: Vec::new(),
+        },
+        Cycle {
+            tool: "cgcreate + cgset + cgdelete",
+            steps: vec![
+                words("cgcreate -g cpu,memory:cgcyc"),
+                vec![
+                    "cgset".into(),
+                    "-r".into(),
+                    format!("cpu.max={CPU_MAX}"),
+                    "-r".into(),
+                    format!("memory.max={MEMORY_MAX}"),
+                    "cgcyc".into(),
+                ],
+                words("cgdelete -g cpu,memory:cgcyc"),
+            ],
+            wall_ms: Vec::new(),
+        },
+    ];
+    for c in &mut cycles {
+        c.once()?;
+        c.wall_ms.clear();
+    }
+    for _ in 0..cycles_runs {
+        for c in &mut cycles {
+            c.once()?;
+        }
+    }
+    for c in &cycles {
+        let steps: Vec<String> = c.steps.iter().map(|s| s.join(" ")).collect();
+        emit(
+            json!({ "kind": "cycle", "tool": c.tool, "command": steps.join("; "), "wall_ms": c.wall_ms }),
+        );
+    }
+    emit(json!({ "kind": "done" }));
+    Ok(())
+}
