@@ -110,7 +110,8 @@ fn doctor_fails_on_a_hybrid_host_and_says_how_to_fix_it() {
         .unwrap_or_else(|| panic!("no failing cgroup check:\n{}", out.stdout));
     assert!(cgroup.contains("hybrid cgroup host"), "{cgroup}");
     assert!(
-        out.stdout.contains("fix: boot with systemd.unified_cgroup_hierarchy=1"),
+        out.stdout
+            .contains("fix: boot with systemd.unified_cgroup_hierarchy=1"),
         "{}",
         out.stdout
     );
