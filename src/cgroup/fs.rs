@@ -121,6 +121,26 @@ impl Driver for FsDriver {
         })
     }
 
+    fn existing(
+        &self,
+        name: &ProfileName,
+        limits: &Limits,
+    ) -> Result<Option<Ensured>, CgroupError> {
+        let base = self.located()?;
+        let dir = self.dir(name)?;
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let enabled: Vec<&str> = WANTED
+            .into_iter()
+            .filter(|c| base.controllers.iter().any(|have| have == c))
+            .collect();
+        Ok(Some(Ensured {
+            created: false,
+            shortfalls: missing_controllers(base, &enabled, limits),
+        }))
+    }
+
     fn attach(&self, name: &ProfileName, pid: u32) -> Result<(), CgroupError> {
         let procs = self.dir(name)?.join(PROCS);
         write(&procs, &pid.to_string()).map_err(|e| match e {

@@ -38,6 +38,19 @@ pub trait Driver {
     /// limits. On error nothing it created is left behind.
     fn ensure(&self, name: &ProfileName, limits: &Limits) -> Result<Ensured, CgroupError>;
 
+    /// The profile's cgroup as it stands, found without writing anything:
+    /// `None` when it is missing (or the driver cannot tell cheaply), else
+    /// what of `limits` this host cannot enforce, as [`Driver::ensure`]
+    /// would report it.
+    fn existing(
+        &self,
+        name: &ProfileName,
+        limits: &Limits,
+    ) -> Result<Option<Ensured>, CgroupError> {
+        let _ = (name, limits);
+        Ok(None)
+    }
+
     /// Moves a process, all its threads, into the profile's cgroup.
     fn attach(&self, name: &ProfileName, pid: u32) -> Result<(), CgroupError>;
 

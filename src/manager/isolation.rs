@@ -84,7 +84,7 @@ impl Status {
 }
 
 /// Whether a profile's limits call for a device filter.
-fn filters_devices(limits: &Limits) -> bool {
+pub(super) fn filters_devices(limits: &Limits) -> bool {
     limits.gpus.is_some() && limits.gpu_binding != GpuBinding::ExportOnly
 }
 

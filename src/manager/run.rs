@@ -3,6 +3,7 @@
 //! environment, so the caller can exec the command in its place and leave
 //! no extra process behind.
 
+use super::isolation::filters_devices;
 use super::{forget_exited, not_enforced, oom_shortfall, Manager, ManagerError};
 use crate::cgroup::Driver;
 use crate::env::{self, Variable};
@@ -37,9 +38,18 @@ impl<D: Driver> Manager<D> {
         let mut shortfalls = match self.driver().base() {
             Err(why) => vec![not_enforced(name, why)],
             Ok(_) => {
-                let mut ensured = self.driver().ensure(name, limits)?;
-                let isolation = self.isolate_recorded(&tx, &profile)?;
-                ensured.shortfalls.extend(isolation);
+                // An existing cgroup holds what create, apply, update or
+                // restore wrote: joining it is all `run` has to do, and it
+                // keeps the launch path short. The device filter is put on
+                // again, so that it always matches the GPUs held now.
+                let mut ensured = match self.driver().existing(name, limits)? {
+                    Some(existing) => existing,
+                    None => self.driver().ensure(name, limits)?,
+                };
+                if filters_devices(limits) {
+                    let isolation = self.isolate_recorded(&tx, &profile)?;
+                    ensured.shortfalls.extend(isolation);
+                }
                 self.driver().attach(name, pid)?;
                 cpuset_in_force = !ensured.shortfalls.iter().any(|s| s.what == "cpuset.cpus");
                 let start = process::start_time(self.proc_root(), pid)?;

@@ -82,6 +82,47 @@ fn run_reports_127_and_126_like_a_shell() {
     assert!(out.stderr.contains("cannot execute"), "{}", out.stderr);
 }
 
+/// `run` joins an existing cgroup as it stands, and makes a missing one
+/// (after a reboot without `restore`) with the profile's limits.
+#[test]
+#[ignore = "needs a real cgroup v2 kernel: run with cargo xtask vm-test"]
+fn run_joins_an_existing_cgroup_and_remakes_a_missing_one() {
+    let cortex = Cortex::root();
+    let name = unique("run-remake");
+    cortex
+        .run(&["create", &name, "--cpu", "150", "--memory", "200M"])
+        .expect(0, "create");
+    let db = cortex.db();
+    let db = db.to_str().unwrap();
+    let made = snapshot(&name);
+
+    cortex
+        .run(&["--db", db, "run", &name, "--", "/bin/true"])
+        .expect(0, "run into the existing cgroup");
+    assert_eq!(snapshot(&name), made, "joining changes no limit");
+
+    fs::remove_dir(profile_cgroup(&name)).expect("the cgroup is empty again");
+    let out = cortex
+        .run(&[
+            "--db",
+            db,
+            "run",
+            &name,
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat /proc/self/cgroup",
+        ])
+        .expect(0, "run with the cgroup missing");
+    assert_eq!(out.stdout, format!("0::/cortex.slice/{name}\n"));
+    assert_eq!(
+        snapshot(&name),
+        made,
+        "made again with the profile's limits"
+    );
+    assert_eq!(read(profile_cgroup(&name).join("cpu.max")), "150000 100000");
+}
+
 #[test]
 #[ignore = "needs a real cgroup v2 kernel: run with cargo xtask vm-test"]
 fn update_changes_the_kernel_files_while_a_process_runs() {
