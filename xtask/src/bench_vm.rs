@@ -317,7 +317,9 @@ fn report(release: &str, boots: &[Measured]) -> (String, Value) {
         "VM benchmark: kernel {release} under qemu TCG (software emulation) on {}. \
          Absolute times are those of the emulator; only ratios measured in the same boot \
          carry over to real hardware. Wall time per spawn from the in-VM driver, \
-         tools taking turns within each round, after 3 warm-up runs each.\n",
+         tools taking turns within each round, after 3 warm-up runs each, with address \
+         randomisation off in the guest (under TCG it makes every spawn translate its code \
+         afresh, a cost real hardware does not have).\n",
         bench::machine()
     );
     let mut boots_json = Vec::new();
@@ -326,15 +328,16 @@ fn report(release: &str, boots: &[Measured]) -> (String, Value) {
         let cgexec = m.spawn_median("cgexec").unwrap_or(f64::NAN);
         md.push_str(&format!(
             "\n### {} boot\n\n\
-             | command | runs | median ms | p10 | p90 | ratio to /bin/true | over /bin/true ms | ratio to cgexec |\n\
-             |---|---|---|---|---|---|---|---|\n",
+             | tool | command | runs | median ms | p10 | p90 | ratio to /bin/true | over /bin/true ms | ratio to cgexec |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
             m.mode
         ));
         let mut spawn_json = Vec::new();
         for r in &m.spawn {
             let s = r.summary;
             md.push_str(&format!(
-                "| `{}` | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} |\n",
+                "| {} | `{}` | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} |\n",
+                r.tool,
                 r.command,
                 s.runs,
                 s.median,
@@ -506,7 +509,10 @@ mod tests {
         let m = parse("plain", &boot(600.0, 100.0, WANT_CPU_MAX)).unwrap();
         let (md, json) = report("6.1.0-test", &[m]);
         assert!(md.contains("TCG"), "{md}");
-        assert!(md.contains("| `cortex limits run` | 3 | 60.0 |"), "{md}");
+        assert!(
+            md.contains("| cortex limits run | `cortex limits run` | 3 | 60.0 |"),
+            "{md}"
+        );
         assert_eq!(json["boots"][0]["spawn"][1]["ratio_to_true"], 60.0 / 11.0);
         assert_eq!(
             json["boots"][0]["cycles"][0]["cycles_per_s"],
