@@ -2,15 +2,25 @@
 //! CPU affinity where cpuset is not in force) and hands back the
 //! environment, so the caller can exec the command in its place and leave
 //! no extra process behind.
+//!
+//! `run` starts workloads, so its path is kept short: when the profile's
+//! cgroup exists it reads the database without locking it, joins the
+//! cgroup as it stands, and writes nothing to the database; the cgroup's
+//! own list of processes is the record (`update` reads it). The write
+//! lock is taken only where something must be made or recorded: a missing
+//! cgroup, made under the lock so that a concurrent `delete` cannot leave
+//! one behind, or a host without cgroup v2, where the recorded pid is the
+//! only way back to the process.
 
 use super::isolation::filters_devices;
 use super::{forget_exited, not_enforced, oom_shortfall, Manager, ManagerError};
-use crate::cgroup::Driver;
+use crate::accel::ReservedGpu;
+use crate::cgroup::{Driver, Ensured};
 use crate::env::{self, Variable};
 use crate::plan::ProfileName;
 use crate::process;
 use crate::shortfall::Shortfall;
-use crate::store::Store;
+use crate::store::{Profile, Store};
 
 /// What `enter` did.
 #[derive(Debug)]
@@ -21,43 +31,42 @@ pub struct Entered {
     pub shortfalls: Vec<Shortfall>,
 }
 
+/// A profile with the GPUs it holds, as one read saw them.
+struct Held {
+    profile: Profile,
+    gpus: Vec<ReservedGpu>,
+}
+
 impl<D: Driver> Manager<D> {
     /// Moves this process under a profile. On a host without cgroup v2 it
     /// still sets what it can (OOM priority, affinity) and says what is
     /// not enforced.
     pub fn enter(&self, name: &ProfileName) -> Result<Entered, ManagerError> {
         let pid = std::process::id();
-        let mut store = Store::open(self.db())?;
-        let tx = store.begin()?;
-        let profile = tx
-            .get(name)?
+        let store = Store::open_existing(self.db())?
             .ok_or_else(|| ManagerError::UnknownProfile(name.clone()))?;
-        let limits = &profile.limits;
+        let mut held = read_held(&store, name)?;
 
         let mut cpuset_in_force = false;
         let mut shortfalls = match self.driver().base() {
-            Err(why) => vec![not_enforced(name, why)],
+            Err(why) => {
+                held = self.record(name, pid)?;
+                vec![not_enforced(name, why)]
+            }
             Ok(_) => {
-                // An existing cgroup holds what create, apply, update or
-                // restore wrote: joining it is all `run` has to do, and it
-                // keeps the launch path short. The device filter is put on
-                // again, so that it always matches the GPUs held now.
-                let mut ensured = match self.driver().existing(name, limits)? {
-                    Some(existing) => existing,
-                    None => self.driver().ensure(name, limits)?,
+                let ensured = match self.driver().existing(name, &held.profile.limits)? {
+                    Some(existing) => self.join(&held, existing, pid)?,
+                    None => {
+                        let (now, ensured) = self.make_and_join(name, pid)?;
+                        held = now;
+                        ensured
+                    }
                 };
-                if filters_devices(limits) {
-                    let isolation = self.isolate_recorded(&tx, &profile)?;
-                    ensured.shortfalls.extend(isolation);
-                }
-                self.driver().attach(name, pid)?;
                 cpuset_in_force = !ensured.shortfalls.iter().any(|s| s.what == "cpuset.cpus");
-                let start = process::start_time(self.proc_root(), pid)?;
-                forget_exited(&tx, self.proc_root(), name)?;
-                tx.record_applied(name, pid, start)?;
                 ensured.shortfalls
             }
         };
+        let limits = &held.profile.limits;
 
         // Without a cpuset the kernel will not confine the CPUs, but the
         // scheduler's affinity, inherited across exec, still does (though the
@@ -74,10 +83,63 @@ impl<D: Driver> Manager<D> {
             Err(e) if e.is_permission() => shortfalls.push(oom_shortfall(adj.get(), pid)),
             Err(e) => return Err(e.into()),
         }
-        tx.commit()?;
         Ok(Entered {
-            vars: env::variables(limits),
+            vars: env::variables_with_gpus(limits, &held.gpus),
             shortfalls,
         })
     }
+
+    /// Joins the profile's existing cgroup. The device filter of a profile
+    /// asking about GPUs is put on again, so that it always matches the
+    /// GPUs held now; the limits stay as create, apply, update or restore
+    /// wrote them.
+    fn join(&self, held: &Held, mut ensured: Ensured, pid: u32) -> Result<Ensured, ManagerError> {
+        if filters_devices(&held.profile.limits) {
+            ensured
+                .shortfalls
+                .extend(self.isolate(&held.profile, &held.gpus)?);
+        }
+        self.driver().attach(&held.profile.name, pid)?;
+        Ok(ensured)
+    }
+
+    /// Makes the missing cgroup with the profile's limits and joins it,
+    /// under the write lock, from the profile as it stands then.
+    fn make_and_join(&self, name: &ProfileName, pid: u32) -> Result<(Held, Ensured), ManagerError> {
+        let mut store = Store::open(self.db())?;
+        let tx = store.begin()?;
+        let profile = tx
+            .get(name)?
+            .ok_or_else(|| ManagerError::UnknownProfile(name.clone()))?;
+        let gpus = tx.reserved(name)?;
+        let mut ensured = self.driver().ensure(name, &profile.limits)?;
+        ensured.shortfalls.extend(self.isolate(&profile, &gpus)?);
+        self.driver().attach(name, pid)?;
+        tx.commit()?;
+        Ok((Held { profile, gpus }, ensured))
+    }
+
+    /// Records this process against the profile, for a host where no
+    /// cgroup holds it.
+    fn record(&self, name: &ProfileName, pid: u32) -> Result<Held, ManagerError> {
+        let mut store = Store::open(self.db())?;
+        let tx = store.begin()?;
+        let profile = tx
+            .get(name)?
+            .ok_or_else(|| ManagerError::UnknownProfile(name.clone()))?;
+        let gpus = tx.reserved(name)?;
+        let start = process::start_time(self.proc_root(), pid)?;
+        forget_exited(&tx, self.proc_root(), name)?;
+        tx.record_applied(name, pid, start)?;
+        tx.commit()?;
+        Ok(Held { profile, gpus })
+    }
+}
+
+fn read_held(store: &Store, name: &ProfileName) -> Result<Held, ManagerError> {
+    let profile = store
+        .get(name)?
+        .ok_or_else(|| ManagerError::UnknownProfile(name.clone()))?;
+    let gpus = store.reserved(name)?;
+    Ok(Held { profile, gpus })
 }

@@ -102,17 +102,24 @@ impl<D: Driver> Manager<D> {
         let mut oom_updated = Vec::new();
         let adj = profile.limits.oom_score_adj;
         if adj != old.limits.oom_score_adj {
+            // The processes inside the cgroup (those `run` started, and
+            // their children, which inherited the old value), and those
+            // applied where no cgroup holds them, if still the same process.
+            let mut pids = match cgroup {
+                Some(_) => self.driver().live(name)?.pids,
+                None => Vec::new(),
+            };
             for applied in tx.applied(name)? {
                 let alive = process::start_time(self.proc_root(), applied.pid).ok()
                     == Some(applied.start_time);
-                if !alive {
-                    continue;
+                if alive && !pids.contains(&applied.pid) {
+                    pids.push(applied.pid);
                 }
-                match process::set_oom_score_adj(self.proc_root(), applied.pid, adj) {
-                    Ok(()) => oom_updated.push(applied.pid),
-                    Err(e) if e.is_permission() => {
-                        shortfalls.push(oom_shortfall(adj.get(), applied.pid))
-                    }
+            }
+            for pid in pids {
+                match process::set_oom_score_adj(self.proc_root(), pid, adj) {
+                    Ok(()) => oom_updated.push(pid),
+                    Err(e) if e.is_permission() => shortfalls.push(oom_shortfall(adj.get(), pid)),
                     // It exited since the check: nothing left to adjust.
                     Err(process::ProcessError::NoSuchProcess { .. }) => {}
                     Err(e) => return Err(e.into()),

@@ -447,6 +447,42 @@ mod environment {
         assert!(names.contains(&"XLA_PYTHON_CLIENT_MEM_FRACTION".to_string()));
     }
 
+    /// `run` hands the command the same GPU variables `env` prints.
+    #[test]
+    fn run_gives_the_command_its_gpus() {
+        let m = Machine::new("h100-8x");
+        m.limits(&["create", "serve", "--gpus", "1", "--oom-adj", "0"])
+            .ok();
+        m.limits(&["create", "cpu-only", "--gpus", "0", "--oom-adj", "0"])
+            .ok();
+        let seen = |profile: &str| {
+            let run = m.limits(&["run", profile, "--", "env"]);
+            run.ok();
+            let mut vars: Vec<(String, String)> = run
+                .stdout
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .filter(|(n, _)| m.gpu_vars(profile).iter().any(|(want, _)| want == n))
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            vars.sort();
+            let mut want = m.gpu_vars(profile);
+            want.sort();
+            (vars, want)
+        };
+        let (got, want) = seen("serve");
+        assert!(
+            want.contains(&("CUDA_VISIBLE_DEVICES".to_string(), H100_UUID_0.to_string())),
+            "{want:?}"
+        );
+        assert_eq!(got, want);
+        let (got, want) = seen("cpu-only");
+        assert!(want
+            .iter()
+            .any(|(n, v)| n == "CUDA_VISIBLE_DEVICES" && v.is_empty()));
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn zero_gpus_hide_all_and_no_request_leaves_them_alone() {
         let m = Machine::new("h100-8x");

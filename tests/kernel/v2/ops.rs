@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use crate::support::{keyed, profile_cgroup, read, unique, wait_until, Cortex, Helper};
+use crate::support::{cortex_bin, keyed, profile_cgroup, read, unique, wait_until, Cortex, Helper};
 
 const KERNEL_FILES: [&str; 5] = [
     "cpu.max",
@@ -177,6 +177,62 @@ fn update_changes_the_kernel_files_while_a_process_runs() {
         sleeper.pid_arg(),
         "the process stayed"
     );
+}
+
+/// What `run` started, and what that forked, is found through the
+/// cgroup, not a record: `update` moves the OOM adjustment of both.
+#[test]
+#[ignore = "needs a real cgroup v2 kernel: run with cargo xtask vm-test"]
+fn update_reaches_the_processes_run_started_and_their_children() {
+    let cortex = Cortex::root();
+    let name = unique("update-run");
+    cortex
+        .run(&["create", &name, "--oom-adj", "100"])
+        .expect(0, "create");
+    let mut shell = std::process::Command::new(cortex_bin())
+        .args(["limits", "--db"])
+        .arg(cortex.db())
+        .args([
+            "run",
+            &name,
+            "--",
+            "/bin/sh",
+            "-c",
+            "sleep 300 & echo $!; wait",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting cortex run");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(shell.stdout.take().unwrap()),
+        &mut line,
+    )
+    .expect("the child's pid");
+    let pids = [shell.id().to_string(), line.trim().to_string()];
+    for pid in &pids {
+        assert_eq!(
+            read(format!("/proc/{pid}/oom_score_adj")),
+            "100",
+            "pid {pid}"
+        );
+    }
+
+    let out = cortex
+        .run(&["update", &name, "--oom-adj", "300"])
+        .expect(0, "update");
+    for pid in &pids {
+        assert_eq!(
+            read(format!("/proc/{pid}/oom_score_adj")),
+            "300",
+            "pid {pid}"
+        );
+        assert!(out.stdout.contains(pid.as_str()), "{}", out.stdout);
+    }
+    cortex
+        .run(&["delete", &name, "--force"])
+        .expect(0, "delete kills both");
+    shell.wait().expect("the shell is reaped");
 }
 
 #[test]
