@@ -32,6 +32,9 @@ const GROUP: &str = "cgbench";
 /// Half a core and 256 MiB, in each tool's own words.
 const CPU_MAX: &str = "50000 100000";
 const MEMORY_MAX: &str = "268435456";
+/// The idle time before each measured spawn: longer than a grace period
+/// of the emulated kernel.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 const SYSTEMD_PROPS: [&str; 4] = ["-p", "CPUQuota=50%", "-p", "MemoryMax=256M"];
 
 /// Runs the driver; `args` is `MODE RUNS` or `probe`.
@@ -296,9 +299,19 @@ fn drive(mode: &str, runs: usize) -> Result<()> {
         }
         s.wall_ms.clear();
     }
+    // Moving a process into a cgroup takes a lock whose writer waits for
+    // an RCU grace period unless another move happened just before, so a
+    // tool measured right after another one's move would be charged less.
+    // A pause before every spawn lets each start from the same idle state,
+    // as launches spaced in time do; the order also rotates every round.
+    let n = series.len();
     for round in 0..runs {
-        for s in series.iter_mut().filter(|s| round < s.runs) {
-            s.once()?;
+        for k in 0..n {
+            let s = &mut series[(round + k) % n];
+            if round < s.runs {
+                std::thread::sleep(PAUSE);
+                s.once()?;
+            }
         }
     }
     for s in &series {
@@ -340,9 +353,11 @@ fn drive(mode: &str, runs: usize) -> Result<()> {
         c.once()?;
         c.wall_ms.clear();
     }
-    for _ in 0..cycles_runs {
-        for c in &mut cycles {
-            c.once()?;
+    for round in 0..cycles_runs {
+        for k in 0..cycles.len() {
+            let i = (round + k) % cycles.len();
+            std::thread::sleep(PAUSE);
+            cycles[i].once()?;
         }
     }
     for c in &cycles {

@@ -317,7 +317,9 @@ fn report(release: &str, boots: &[Measured]) -> (String, Value) {
         "VM benchmark: kernel {release} under qemu TCG (software emulation) on {}. \
          Absolute times are those of the emulator; only ratios measured in the same boot \
          carry over to real hardware. Wall time per spawn from the in-VM driver, \
-         tools taking turns within each round, after 3 warm-up runs each, with address \
+         tools taking turns in an order that rotates every round, each spawn after a 50 ms \
+         pause (so that none inherits another's recent cgroup move), after 3 warm-up runs \
+         each, with address \
          randomisation off in the guest (under TCG it makes every spawn translate its code \
          afresh, a cost real hardware does not have).\n",
         bench::machine()
