@@ -1,6 +1,7 @@
 //! The filesystem driver: profile cgroups as directories in cgroupfs,
 //! limits as writes to their interface files.
 
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -139,6 +140,37 @@ impl Driver for FsDriver {
             created: false,
             shortfalls: missing_controllers(base, &enabled, limits),
         }))
+    }
+
+    fn present(&self) -> Result<Option<HashSet<String>>, CgroupError> {
+        let Ok(base) = &self.base else {
+            return Ok(Some(HashSet::new()));
+        };
+        let slice = base.dir.join(SLICE);
+        let entries = match std::fs::read_dir(&slice) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(HashSet::new())),
+            Err(source) => {
+                return Err(CgroupError::Read {
+                    path: slice,
+                    source,
+                })
+            }
+        };
+        let mut names = HashSet::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| CgroupError::Read {
+                path: slice.clone(),
+                source,
+            })?;
+            // The entry's type comes with the listing: no stat per profile.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if let Ok(name) = entry.file_name().into_string() {
+                    names.insert(name);
+                }
+            }
+        }
+        Ok(Some(names))
     }
 
     fn attach(&self, name: &ProfileName, pid: u32) -> Result<(), CgroupError> {

@@ -11,6 +11,7 @@ pub mod fs;
 pub mod host;
 pub mod stat;
 
+use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
 
@@ -48,6 +49,13 @@ pub trait Driver {
         limits: &Limits,
     ) -> Result<Option<Ensured>, CgroupError> {
         let _ = (name, limits);
+        Ok(None)
+    }
+
+    /// The names of the profile cgroups that exist, from one listing of
+    /// their parent; `None` where the driver has no such listing, and each
+    /// [`Driver::path`] must be looked at instead.
+    fn present(&self) -> Result<Option<HashSet<String>>, CgroupError> {
         Ok(None)
     }
 

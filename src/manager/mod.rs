@@ -372,11 +372,15 @@ impl<D: Driver> Manager<D> {
 
     /// Every profile, with whether its cgroup exists.
     pub fn list(&self) -> Result<Vec<Listed>, ManagerError> {
+        let present = self.driver.present()?;
         Ok(self
             .profiles()?
             .into_iter()
             .map(|profile| Listed {
-                cgroup_exists: self.driver.path(&profile.name).is_some_and(|p| p.is_dir()),
+                cgroup_exists: match &present {
+                    Some(names) => names.contains(profile.name.as_str()),
+                    None => self.driver.path(&profile.name).is_some_and(|p| p.is_dir()),
+                },
                 profile,
             })
             .collect())

@@ -337,3 +337,29 @@ fn device_filters_are_not_tried_off_cgroupfs() {
     assert_eq!(driver.live(&job).unwrap().isolation, Isolation::None);
     assert!(driver.remove(&job, false).unwrap().existed);
 }
+
+#[test]
+fn present_lists_the_profile_cgroups_from_one_directory() {
+    let t = root_tree("cpu memory pids\n");
+    let driver = FsDriver::new(t.path(), t.path(), 0);
+    assert_eq!(
+        driver.present().unwrap(),
+        Some(HashSet::new()),
+        "no slice yet: none present"
+    );
+    let l = limits(Overrides::default());
+    driver.ensure(&name("a"), &l).unwrap();
+    driver.ensure(&name("b.2"), &l).unwrap();
+    let names = driver.present().unwrap().unwrap();
+    let mut names: Vec<&str> = names.iter().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["a", "b.2"],
+        "the slice's own files are not profiles"
+    );
+    assert!(driver.path(&name("a")).unwrap().is_dir());
+
+    let unavailable = FsDriver::new(&t.path().join("missing"), t.path(), 0);
+    assert_eq!(unavailable.present().unwrap(), Some(HashSet::new()));
+}
