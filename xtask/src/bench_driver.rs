@@ -292,34 +292,7 @@ fn drive(mode: &str, runs: usize) -> Result<()> {
         // A scope costs a round trip through systemd: fewer runs.
         series.push(Series::new("systemd-run --scope", runs.div_ceil(3), &argv));
     }
-    // Warm the page cache and the database before measuring.
-    for s in &mut series {
-        for _ in 0..3 {
-            s.once()?;
-        }
-        s.wall_ms.clear();
-    }
-    // Moving a process into a cgroup takes a lock whose writer waits for
-    // an RCU grace period unless another move happened just before, so a
-    // tool measured right after another one's move would be charged less.
-    // A pause before every spawn lets each start from the same idle state,
-    // as launches spaced in time do; the order also rotates every round.
-    let n = series.len();
-    for round in 0..runs {
-        for k in 0..n {
-            let s = &mut series[(round + k) % n];
-            if round < s.runs {
-                std::thread::sleep(PAUSE);
-                s.once()?;
-            }
-        }
-    }
-    for s in &series {
-        emit(
-            json!({ "kind": "spawn", "tool": s.tool, "command": s.argv.join(" "), "wall_ms": s.wall_ms }),
-        );
-    }
-
+    measure_spawns(&mut series, runs, DEFAULT_MOUNT)?;
     let cycles_runs = runs.div_ceil(2);
     let mut cycles = vec![
         Cycle {
@@ -366,6 +339,87 @@ fn drive(mode: &str, runs: usize) -> Result<()> {
             json!({ "kind": "cycle", "tool": c.tool, "command": steps.join("; "), "wall_ms": c.wall_ms }),
         );
     }
+    // With favordynmods the kernel keeps that lock in the mode where a
+    // move need not wait for a grace period (at some cost to every fork):
+    // the spawns again, to show what each tool costs without the wait.
+    // A remount sets every cgroup2 option anew, so the present ones
+    // (systemd's nsdelegate, for one) are given again.
+    let options = mount_options()?;
+    match remount(&format!("{options},favordynmods")) {
+        Ok(()) => {
+            for s in &mut series {
+                s.wall_ms.clear();
+            }
+            measure_spawns(&mut series, runs, DYNMODS_MOUNT)?;
+            remount(&options)?;
+        }
+        Err(e) => emit(
+            json!({ "kind": "note", "text": format!("not measured with favordynmods: {e:#}") }),
+        ),
+    }
     emit(json!({ "kind": "done" }));
+    Ok(())
+}
+
+/// How each set of spawns names its mount.
+const DEFAULT_MOUNT: &str = "default";
+const DYNMODS_MOUNT: &str = "favordynmods";
+
+/// Measures every series `runs` times and prints each, tagged with `mount`.
+fn measure_spawns(series: &mut [Series], runs: usize, mount: &str) -> Result<()> {
+    // Warm the page cache and the database before measuring.
+    for s in series.iter_mut() {
+        for _ in 0..3 {
+            s.once()?;
+        }
+        s.wall_ms.clear();
+    }
+    // Moving a process into a cgroup takes a lock whose writer waits for
+    // an RCU grace period unless another move happened just before, so a
+    // tool measured right after another one's move would be charged less.
+    // A pause before every spawn lets each start from the same idle state,
+    // as launches spaced in time do; the order also rotates every round.
+    let n = series.len();
+    for round in 0..runs {
+        for k in 0..n {
+            let s = &mut series[(round + k) % n];
+            if round < s.runs {
+                std::thread::sleep(PAUSE);
+                s.once()?;
+            }
+        }
+    }
+    for s in series.iter() {
+        emit(json!({
+            "kind": "spawn", "mount": mount, "tool": s.tool,
+            "command": s.argv.join(" "), "wall_ms": s.wall_ms,
+        }));
+    }
+    Ok(())
+}
+
+/// The options the cgroup2 hierarchy is mounted with now.
+fn mount_options() -> Result<String> {
+    let mounts = fs::read_to_string("/proc/self/mounts")?;
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[1] == CGROUP && f[2] == "cgroup2")
+        .map(|f| f[3].to_string())
+        .with_context(|| format!("no cgroup2 mount at {CGROUP}"))
+}
+
+/// Remounts the cgroup2 hierarchy with `options`.
+fn remount(options: &str) -> Result<()> {
+    let out = Command::new("mount")
+        .args(["-o", &format!("remount,{options}"), CGROUP])
+        .output()
+        .context("running mount")?;
+    if !out.status.success() {
+        bail!(
+            "mount -o remount,{options} {CGROUP}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     Ok(())
 }
