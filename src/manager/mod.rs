@@ -149,6 +149,9 @@ pub struct Deleted {
     pub killed: Vec<u32>,
 }
 
+/// Below this many profiles per thread, a thread costs more than it saves.
+const PROFILES_PER_THREAD: usize = 256;
+
 /// The operations, over a database, a cgroup driver and procfs.
 pub struct Manager<D: Driver> {
     db: PathBuf,
@@ -333,12 +336,52 @@ impl<D: Driver> Manager<D> {
     }
 
     /// Every profile with its live state.
-    pub fn status_all(&self) -> Result<Vec<Status>, ManagerError> {
-        let mut all: Vec<Status> = self
-            .profiles()?
-            .into_iter()
-            .map(|p| self.with_live(p, Vec::new()))
-            .collect::<Result<_, _>>()?;
+    ///
+    /// Each profile's state is a dozen kernel files, so a large store is
+    /// read by as many threads as there are CPUs, each taking a run of
+    /// profiles in order.
+    pub fn status_all(&self) -> Result<Vec<Status>, ManagerError>
+    where
+        D: Sync,
+    {
+        let profiles = self.profiles()?;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(profiles.len() / PROFILES_PER_THREAD)
+            .max(1);
+        let live = |run: Vec<Profile>| -> Result<Vec<Status>, ManagerError> {
+            run.into_iter()
+                .map(|p| self.with_live(p, Vec::new()))
+                .collect()
+        };
+        let mut all = if threads == 1 {
+            live(profiles)?
+        } else {
+            let per_thread = profiles.len().div_ceil(threads);
+            let mut runs = Vec::with_capacity(threads);
+            let mut rest = profiles;
+            while rest.len() > per_thread {
+                let tail = rest.split_off(per_thread);
+                runs.push(rest);
+                rest = tail;
+            }
+            runs.push(rest);
+            let done: Vec<Result<Vec<Status>, ManagerError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = runs
+                    .into_iter()
+                    .map(|run| scope.spawn(move || live(run)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a status thread panicked"))
+                    .collect()
+            });
+            let mut all = Vec::new();
+            for run in done {
+                all.extend(run?);
+            }
+            all
+        };
         let names: Vec<&ProfileName> = all.iter().map(|s| &s.profile.name).collect();
         let gpus = self.gpu_states(&names)?;
         for (status, gpus) in all.iter_mut().zip(gpus) {

@@ -301,3 +301,47 @@ fn update_places_a_changed_gpu_request_again() {
     assert_eq!(status["limits"]["gpus"], 3);
     assert_eq!(status["limits"]["gpu_share_percent"], 50);
 }
+
+/// A store large enough that `status` reads it on several threads still
+/// shows every profile once, in name order, each with its own cgroup.
+#[test]
+fn status_of_a_large_store_is_complete_and_in_order() {
+    use cortex_limits::plan::{Limits, Overrides, ProfileName};
+    use cortex_limits::preset::Preset;
+    use cortex_limits::store::{self, Profile, Store};
+
+    let env = TestEnv::new();
+    env.limits(&["create", "seed"]).ok();
+    let mut db = Store::open(&env.db()).unwrap();
+    let tx = db.begin().unwrap();
+    let count = 1_500;
+    for i in 0..count {
+        let limits = Limits::resolve(Preset::Batch, &Overrides::default()).unwrap();
+        tx.insert(&Profile {
+            name: ProfileName::new(&format!("p{i:04}")).unwrap(),
+            preset: Preset::Batch,
+            limits,
+            created_at: store::now(),
+            updated_at: store::now(),
+        })
+        .unwrap();
+        if i % 2 == 0 {
+            std::fs::create_dir_all(env.profile_dir(&format!("p{i:04}"))).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    drop(db);
+
+    let json = env.limits(&["status", "--json"]).json();
+    let all = json.as_array().unwrap();
+    assert_eq!(all.len(), count + 1);
+    let names: Vec<&str> = all.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "in name order");
+    for s in &all[..count] {
+        let name = s["name"].as_str().unwrap();
+        let even = name[1..].parse::<usize>().unwrap() % 2 == 0;
+        assert_eq!(s["cgroup"]["exists"], even, "{name}: {s}");
+    }
+}
