@@ -536,6 +536,49 @@ fn a_profile_holding_gpus_1_and_2_opens_only_those() {
     );
     assert_ne!(after[0], id, "apply loaded a fresh program");
     wait_freed(id, "apply replaced it");
+    let id = after[0];
+
+    // run joins the cgroup, puts the filter on again, and tells the command
+    // which GPUs it holds; the others stay closed to it.
+    let db = cortex.db();
+    let script = "echo CUDA=$CUDA_VISIBLE_DEVICES; cat /dev/nvidia1; cat /dev/nvidia0; true";
+    let out = cortex
+        .run(&[
+            "--db",
+            db.to_str().unwrap(),
+            "--accel-root",
+            accel,
+            "run",
+            &name,
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .expect(0, "run");
+    assert!(
+        out.stdout.contains(
+            "CUDA=GPU-00000000-0000-0000-0000-000000000000,GPU-00000000-0000-0000-0000-000000000003\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr
+            .contains("/dev/nvidia1': Operation not permitted"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr
+            .contains("/dev/nvidia0': Operation not permitted"),
+        "{}",
+        out.stderr
+    );
+    let after = device::installed(&cgroup).expect("reading the filter back");
+    assert_eq!(after.len(), 1, "one program attached after run: {after:?}");
+    assert_ne!(after[0], id, "run loaded a fresh program");
+    wait_freed(id, "run replaced it");
 
     cortex
         .run(&["delete", &name, "--force", "--accel-root", accel])
