@@ -106,6 +106,51 @@ mod tests {
         assert!(err.to_string().starts_with("NVML is not available"));
     }
 
+    /// Builds the stand-in NVML of `tests/fixtures/nvml` with the C
+    /// compiler that links Rust programs here, into `dir`.
+    fn stand_in(dir: &std::path::Path) -> std::path::PathBuf {
+        let source = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/nvml/stand_in.c"
+        );
+        let lib = dir.join(LIBRARY);
+        let out = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(source)
+            .output()
+            .expect("cc, the C compiler Rust links with, is needed to build the stand-in NVML");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lib
+    }
+
+    /// This test program is linked statically, as the binary is: glibc's
+    /// dlopen loads the library, and the calls reach it.
+    #[test]
+    fn a_static_program_loads_nvml_and_reads_a_gpu() {
+        let dir = tempfile::tempdir().unwrap();
+        let nvml = Nvml::load_from(stand_in(dir.path()).as_os_str()).expect("NVML loads");
+        assert_eq!(
+            nvml.live("0000:18:00.0").unwrap(),
+            GpuLive {
+                model: Some("Stand-in H100".into()),
+                memory_total: Some(80 << 30),
+                memory_used: Some(1 << 30),
+                utilization_gpu: Some(37),
+                utilization_memory: Some(12),
+            }
+        );
+        let err = nvml.live("0000:2a:00.0").unwrap_err();
+        assert!(
+            matches!(&err, NvmlError::Device { bus_id, .. } if bus_id == "0000:2a:00.0"),
+            "{err:?}"
+        );
+    }
+
     #[test]
     fn a_file_that_is_not_the_library_is_an_error_value() {
         let dir = tempfile::tempdir().unwrap();

@@ -543,6 +543,48 @@ mod isolation {
     }
 }
 
+/// The static binary loads NVML with glibc's dlopen: `doctor` finds a
+/// stand-in library (tests/fixtures/nvml) through the loader's path, and
+/// says so when there is none.
+#[test]
+fn doctor_loads_nvml_into_the_static_binary() {
+    let m = Machine::new("h100-8x");
+    let nvml = |library_path: Option<&std::path::Path>| {
+        let mut cmd = m.command(&["doctor", "--json"]);
+        cmd.env_remove("LD_LIBRARY_PATH");
+        if let Some(dir) = library_path {
+            cmd.env("LD_LIBRARY_PATH", dir);
+        }
+        let json = Run::from(cmd.output().unwrap()).json();
+        json.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "nvml")
+            .cloned()
+            .expect("an nvml check")
+    };
+    let without = nvml(None);
+    assert_eq!(without["level"], "warn", "{without}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nvml/stand_in.c");
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(dir.path().join("libnvidia-ml.so.1"))
+        .arg(source)
+        .stdout(Stdio::null())
+        .output()
+        .expect("cc, the C compiler Rust links with, builds the stand-in NVML");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let with = nvml(Some(dir.path()));
+    assert_eq!(with["level"], "ok", "{with}");
+    assert_eq!(with["detail"], "libnvidia-ml.so.1 loads");
+}
+
 /// Twenty creates at once against eight exclusive GPUs: the database's
 /// write lock makes each check-and-reserve atomic, so exactly eight win
 /// and no GPU is reserved twice.
