@@ -39,7 +39,7 @@ pub fn test(repo: &Path) -> Result<Tally> {
         if let Some((name, outcome)) = results::test_line(&line) {
             // Counted here rather than from the summary lines, so that each
             // failure is named in the closing report.
-            tally.record(&format!("host: {name}"), outcome);
+            tally.record(&format!("host: {name}"), name, outcome);
         }
     }
     let status = child.wait()?;

@@ -164,7 +164,7 @@ fn run_mode(mode: Mode, kernel: &Kernel, initrd: &Path, vm_dir: &Path) -> Result
         }
         if let Some((test, outcome)) = results::test_line(line) {
             println!("  {name}: {line}");
-            tally.record(&format!("vm {name}: {test}"), outcome);
+            tally.record(&format!("vm {name}: {test}"), test, outcome);
         }
         transcript.push(line.to_string());
     })?;
