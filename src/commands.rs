@@ -124,7 +124,7 @@ pub fn watch(
                 }
             }
             None => {
-                let all = manager.status_all()?;
+                let all = manager.status_all(render::status_all_detail(args.json))?;
                 if args.json {
                     render::status_all_json_line(&all)
                 } else {

@@ -181,7 +181,7 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
                 })
             }
             None => {
-                let all = manager.status_all()?;
+                let all = manager.status_all(render::status_all_detail(args.json))?;
                 if let Some(why) = all.first().and_then(|s| s.unavailable.as_ref()) {
                     if !args.json {
                         eprintln!("cortex: warning: limits not enforced: {why}");

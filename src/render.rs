@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use cortex_limits::cgroup::{CpuStat, Isolation, Live, MemoryEvents, Pressure, Stall};
+use cortex_limits::cgroup::{CpuStat, Detail, Isolation, Live, MemoryEvents, Pressure, Stall};
 use cortex_limits::doctor::Check;
 use cortex_limits::manager::{Listed, Status};
 use cortex_limits::plan::Limits;
@@ -452,6 +452,16 @@ pub fn list_table(listed: &[Listed]) -> String {
         ],
         &rows,
     )
+}
+
+/// What `status` without a name reads of each cgroup: a table shows one
+/// line per profile, JSON carries everything.
+pub fn status_all_detail(json: bool) -> Detail {
+    if json {
+        Detail::Full
+    } else {
+        Detail::Summary
+    }
 }
 
 /// `status` for every profile: one line each.

@@ -13,7 +13,7 @@ use super::device::{self, Isolation, Policy};
 use super::files::*;
 use super::host::{self, Base, Unavailable, DELEGATION_FIX};
 use super::stat;
-use super::{CgroupError, Driver, Ensured, Live, Removed};
+use super::{CgroupError, Detail, Driver, Ensured, Live, Removed};
 use crate::cpuset::CpuSet;
 use crate::plan::{Limits, ProfileName, CPU_PERIOD_USEC};
 use crate::shortfall::Shortfall;
@@ -196,41 +196,8 @@ impl Driver for FsDriver {
         })
     }
 
-    fn live(&self, name: &ProfileName) -> Result<Live, CgroupError> {
-        let dir = self.dir(name)?;
-        let exists = dir.is_dir();
-        if !exists {
-            return Ok(Live {
-                path: dir,
-                ..Live::default()
-            });
-        }
-        let number =
-            |file| read_optional(&dir.join(file)).map(|t| t.and_then(|t| t.trim().parse().ok()));
-        Ok(Live {
-            pids: read_optional(&dir.join(PROCS))?.map_or_else(Vec::new, |t| stat::pids(&t)),
-            cpu_max: read_optional(&dir.join(CPU_MAX))?.and_then(|t| stat::cpu_max(&t)),
-            cpu_weight: number(CPU_WEIGHT)?,
-            cpuset_cpus: read_optional(&dir.join(CPUSET_CPUS))?
-                .and_then(|t| CpuSet::parse(&t).ok()),
-            cpuset_mems: read_optional(&dir.join(CPUSET_MEMS))?
-                .and_then(|t| CpuSet::parse(&t).ok()),
-            memory_current: number(MEMORY_CURRENT)?,
-            memory_max: read_optional(&dir.join(MEMORY_MAX))?.and_then(|t| stat::byte_limit(&t)),
-            memory_high: read_optional(&dir.join(MEMORY_HIGH))?.and_then(|t| stat::byte_limit(&t)),
-            cpu_stat: read_optional(&dir.join(CPU_STAT))?.map(|t| stat::CpuStat::parse(&t)),
-            memory_events: read_optional(&dir.join(MEMORY_EVENTS))?
-                .map(|t| stat::MemoryEvents::parse(&t)),
-            isolation: self.isolation(&dir),
-            memory_peak: number(MEMORY_PEAK)?,
-            swap_current: number(MEMORY_SWAP_CURRENT)?,
-            swap_max: read_optional(&dir.join(MEMORY_SWAP_MAX))?.and_then(|t| stat::byte_limit(&t)),
-            cpu_pressure: pressure(&dir, CPU_PRESSURE)?,
-            memory_pressure: pressure(&dir, MEMORY_PRESSURE)?,
-            io_pressure: pressure(&dir, IO_PRESSURE)?,
-            exists,
-            path: dir,
-        })
+    fn live(&self, name: &ProfileName, detail: Detail) -> Result<Live, CgroupError> {
+        self.read_live(&self.dir(name)?, detail)
     }
 
     fn filter_devices(
@@ -297,21 +264,6 @@ impl Driver for FsDriver {
             existed: true,
             killed: pids,
         })
-    }
-}
-
-/// A pressure file; `None` where PSI is off (`psi=0`) or not built.
-fn pressure(dir: &Path, file: &str) -> Result<Option<stat::Pressure>, CgroupError> {
-    // With PSI disabled the files exist but reading them fails with
-    // EOPNOTSUPP: that is "no figures", not an error.
-    match std::fs::read_to_string(dir.join(file)) {
-        Ok(text) => Ok(stat::Pressure::parse(&text)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
-        Err(source) => Err(CgroupError::Read {
-            path: dir.join(file),
-            source,
-        }),
     }
 }
 
@@ -578,5 +530,6 @@ fn is_cgroupfs(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+mod live;
 #[cfg(test)]
 mod tests;

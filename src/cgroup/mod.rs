@@ -62,8 +62,9 @@ pub trait Driver {
     /// Moves a process, all its threads, into the profile's cgroup.
     fn attach(&self, name: &ProfileName, pid: u32) -> Result<(), CgroupError>;
 
-    /// Reads the profile cgroup's live state.
-    fn live(&self, name: &ProfileName) -> Result<Live, CgroupError>;
+    /// Reads the profile cgroup's live state, as much of it as `detail`
+    /// asks for.
+    fn live(&self, name: &ProfileName, detail: Detail) -> Result<Live, CgroupError>;
 
     /// Removes the profile's cgroup. With processes inside it refuses,
     /// unless `kill`, which kills them first.
@@ -103,6 +104,18 @@ pub struct Removed {
     pub existed: bool,
     /// The processes that were killed.
     pub killed: Vec<u32>,
+}
+
+/// How much of a cgroup's live state [`Driver::live`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// The processes, the limit files (enough to tell drift), memory in
+    /// use, `cpu.stat` and `memory.events`: one line of a table. Memory
+    /// peak, swap, pressure and the device filter are left at their
+    /// defaults (`None`, [`Isolation::None`]) without being read.
+    Summary,
+    /// Everything [`Live`] holds.
+    Full,
 }
 
 /// A profile cgroup as the kernel reports it now. A field is `None` when

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::cgroup::{CgroupError, Driver, Live};
+use crate::cgroup::{CgroupError, Detail, Driver, Live};
 use crate::env::Variable;
 use crate::error::ErrorKind;
 use crate::plan::{Limits, Overrides, PlanError, ProfileName};
@@ -330,17 +330,18 @@ impl<D: Driver> Manager<D> {
                 (a, alive)
             })
             .collect();
-        let mut status = self.with_live(profile, applied)?;
+        let mut status = self.with_live(profile, applied, Detail::Full)?;
         status.gpus = self.gpu_states(&[name])?.pop().unwrap_or_default();
         Ok(status)
     }
 
-    /// Every profile with its live state.
+    /// Every profile with its live state, as much of it as `detail` asks
+    /// for.
     ///
-    /// Each profile's state is a dozen kernel files, so a large store is
-    /// read by as many threads as there are CPUs, each taking a run of
-    /// profiles in order.
-    pub fn status_all(&self) -> Result<Vec<Status>, ManagerError>
+    /// Each profile's state is up to eighteen kernel files, so a large
+    /// store is read by as many threads as there are CPUs, each taking a
+    /// run of profiles in order.
+    pub fn status_all(&self, detail: Detail) -> Result<Vec<Status>, ManagerError>
     where
         D: Sync,
     {
@@ -351,7 +352,7 @@ impl<D: Driver> Manager<D> {
             .max(1);
         let live = |run: Vec<Profile>| -> Result<Vec<Status>, ManagerError> {
             run.into_iter()
-                .map(|p| self.with_live(p, Vec::new()))
+                .map(|p| self.with_live(p, Vec::new(), detail))
                 .collect()
         };
         let mut all = if threads == 1 {
@@ -394,10 +395,11 @@ impl<D: Driver> Manager<D> {
         &self,
         profile: Profile,
         applied: Vec<(AppliedPid, bool)>,
+        detail: Detail,
     ) -> Result<Status, ManagerError> {
         let (live, unavailable) = match self.driver.base() {
             Err(why) => (None, Some(why.to_string())),
-            Ok(_) => (Some(self.driver.live(&profile.name)?), None),
+            Ok(_) => (Some(self.driver.live(&profile.name, detail)?), None),
         };
         let drift = live
             .as_ref()

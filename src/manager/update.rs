@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::{not_enforced, oom_shortfall, GpuAsk, Manager, ManagerError};
-use crate::cgroup::Driver;
+use crate::cgroup::{Detail, Driver};
 use crate::plan::{Limits, Overrides, ProfileName};
 use crate::preset::Preset;
 use crate::process;
@@ -106,7 +106,7 @@ impl<D: Driver> Manager<D> {
             // their children, which inherited the old value), and those
             // applied where no cgroup holds them, if still the same process.
             let mut pids = match cgroup {
-                Some(_) => self.driver().live(name)?.pids,
+                Some(_) => self.driver().live(name, Detail::Summary)?.pids,
                 None => Vec::new(),
             };
             for applied in tx.applied(name)? {
@@ -148,7 +148,7 @@ impl<D: Driver> Manager<D> {
         let Limit::Value(max) = max else {
             return Ok(());
         };
-        let live = self.driver().live(name)?;
+        let live = self.driver().live(name, Detail::Summary)?;
         match live.memory_current {
             Some(current) if live.exists && current > max.0 => Err(ManagerError::BelowUsage {
                 name: name.clone(),

@@ -9,6 +9,10 @@
 //! - `threads N`: N extra threads, all asleep.
 //! - `hog MIB`: after reading one line from standard input, allocates and
 //!   touches MIB mebibytes, one at a time, then prints `done`.
+//! - `forks N`: after reading one line from standard input, forks N
+//!   children that sleep until it exits, then prints `done`; so that a
+//!   test can move it into a cgroup first and have the children born
+//!   there.
 
 use std::io::{self, BufRead, Write};
 use std::thread;
@@ -68,9 +72,44 @@ pub fn run(args: &[String]) -> Result<()> {
             say("done")?;
             wait_for_eof();
         }
-        other => bail!("unknown vm-helper role {other:?}: use sleep, busy, threads N or hog MIB"),
+        "forks" => {
+            let children = number()?;
+            say("ready")?;
+            let mut go = String::new();
+            io::stdin().lock().read_line(&mut go)?;
+            for _ in 0..children {
+                fork_sleeper()?;
+            }
+            say("done")?;
+            wait_for_eof();
+        }
+        other => bail!(
+            "unknown vm-helper role {other:?}: use sleep, busy, threads N, hog MIB or forks N"
+        ),
     }
     Ok(())
+}
+
+/// Forks a child that sleeps until this process exits.
+fn fork_sleeper() -> Result<()> {
+    // SAFETY: this process has one thread when it forks (no role that
+    // forks starts any), so the child may run any code; it runs only
+    // async-signal-safe calls.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()).context("fork"),
+        0 => unsafe {
+            // The parent's exit kills the child; if it exited before the
+            // request took effect, end now.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() == 1 {
+                libc::_exit(0);
+            }
+            loop {
+                libc::pause();
+            }
+        },
+        _ => Ok(()),
+    }
 }
 
 fn say(word: &str) -> Result<()> {

@@ -33,7 +33,8 @@ commands:
                          real-kernel test ignored on the host counts once, in the VM
   vm-test [--mode MODE]  the VM suite alone; MODE is plain, systemd, hybrid or all
                          (the default)
-  vm-helper ROLE [N]     a process for the VM tests: sleep, busy, threads N, hog MIB
+  vm-helper ROLE [N]     a process for the VM tests: sleep, busy, threads N, hog MIB,
+                         forks N
   bench [--runs N]       host benchmark of env, list and status against /bin/true;
                          tables in target/bench/host.md and host.json
   bench --vm [--mode plain|systemd|all] [--runs N]

@@ -183,7 +183,7 @@ fn live_reads_the_kernel_formats() {
     for (file, text) in files {
         fs::write(dir.join(file), text).unwrap();
     }
-    let live = driver.live(&name("job")).unwrap();
+    let live = driver.live(&name("job"), Detail::Full).unwrap();
     assert!(live.exists);
     assert_eq!(live.pids, [812, 813]);
     assert_eq!(live.cpu_max, Some((Limit::Value(50_000), 100_000)));
@@ -198,7 +198,7 @@ fn live_reads_the_kernel_formats() {
     assert_eq!(live.cpu_stat.unwrap().nr_throttled, 38);
     assert_eq!(live.memory_events.unwrap().oom_kill, 1);
 
-    let absent = driver.live(&name("other")).unwrap();
+    let absent = driver.live(&name("other"), Detail::Full).unwrap();
     assert!(!absent.exists);
     assert_eq!(absent.path, t.path().join("cortex.slice/other"));
 }
@@ -213,7 +213,7 @@ fn drift_names_the_files_that_differ() {
     });
     driver.ensure(&name("job"), &l).unwrap();
     assert_eq!(
-        driver.live(&name("job")).unwrap().drift(&l),
+        driver.live(&name("job"), Detail::Full).unwrap().drift(&l),
         Vec::<&str>::new()
     );
 
@@ -221,9 +221,90 @@ fn drift_names_the_files_that_differ() {
     fs::write(dir.join(CPU_WEIGHT), "100\n").unwrap();
     fs::remove_file(dir.join(CPUSET_CPUS)).unwrap();
     assert_eq!(
-        driver.live(&name("job")).unwrap().drift(&l),
+        driver.live(&name("job"), Detail::Full).unwrap().drift(&l),
         [CPU_WEIGHT, CPUSET_CPUS]
     );
+}
+
+#[test]
+fn a_summary_reads_what_a_table_line_needs_and_no_more() {
+    let t = root_tree("cpu cpuset memory pids\n");
+    let driver = FsDriver::new(t.path(), t.path(), 0);
+    let l = limits(Overrides {
+        cpus: Some(parse_cpus("0-1").unwrap()),
+        ..Overrides::default()
+    });
+    driver.ensure(&name("job"), &l).unwrap();
+    let dir = t.path().join("cortex.slice/job");
+    let files = [
+        (PROCS, "812\n"),
+        (MEMORY_CURRENT, "4096\n"),
+        (MEMORY_PEAK, "8192\n"),
+        (MEMORY_SWAP_CURRENT, "0\n"),
+        (
+            CPU_PRESSURE,
+            "some avg10=1.00 avg60=0.50 avg300=0.10 total=100\n",
+        ),
+    ];
+    for (file, text) in files {
+        fs::write(dir.join(file), text).unwrap();
+    }
+
+    let summary = driver.live(&name("job"), Detail::Summary).unwrap();
+    assert_eq!(summary.pids, [812]);
+    assert_eq!(summary.memory_current, Some(4096));
+    assert_eq!(summary.drift(&l), Vec::<&str>::new());
+    assert_eq!(summary.memory_peak, None);
+    assert_eq!(summary.swap_current, None);
+    assert_eq!(summary.cpu_pressure, None);
+
+    let full = driver.live(&name("job"), Detail::Full).unwrap();
+    assert_eq!(full.memory_peak, Some(8192));
+    assert_eq!(full.swap_current, Some(0));
+    assert!(full.cpu_pressure.is_some());
+    assert_eq!(
+        Live {
+            memory_peak: None,
+            swap_current: None,
+            cpu_pressure: None,
+            ..full
+        },
+        summary
+    );
+}
+
+#[test]
+fn a_process_list_longer_than_a_page_is_read_whole() {
+    let t = root_tree("cpu memory pids\n");
+    let driver = FsDriver::new(t.path(), t.path(), 0);
+    driver
+        .ensure(&name("job"), &limits(Overrides::default()))
+        .unwrap();
+    let pids: Vec<u32> = (100_000..103_000).collect();
+    let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
+    assert!(text.len() > 4 * 4096);
+    fs::write(t.path().join("cortex.slice/job").join(PROCS), text).unwrap();
+
+    let live = driver.live(&name("job"), Detail::Summary).unwrap();
+    assert_eq!(live.pids, pids);
+}
+
+#[test]
+fn a_file_that_is_not_text_is_a_read_error_naming_it() {
+    let t = root_tree("cpu memory pids\n");
+    let driver = FsDriver::new(t.path(), t.path(), 0);
+    driver
+        .ensure(&name("job"), &limits(Overrides::default()))
+        .unwrap();
+    let file = t.path().join("cortex.slice/job").join(MEMORY_CURRENT);
+    fs::write(&file, b"\xff\xfe\n").unwrap();
+
+    let err = driver.live(&name("job"), Detail::Summary).unwrap_err();
+    let CgroupError::Read { path, source } = &err else {
+        panic!("not a read error: {err:?}");
+    };
+    assert_eq!(path, &file);
+    assert_eq!(source.kind(), io::ErrorKind::InvalidData);
 }
 
 #[test]
@@ -334,7 +415,10 @@ fn device_filters_are_not_tried_off_cgroupfs() {
         Isolation::None
     );
     assert_eq!(driver.filter_devices(&job, None).unwrap(), Isolation::None);
-    assert_eq!(driver.live(&job).unwrap().isolation, Isolation::None);
+    assert_eq!(
+        driver.live(&job, Detail::Full).unwrap().isolation,
+        Isolation::None
+    );
     assert!(driver.remove(&job, false).unwrap().existed);
 }
 

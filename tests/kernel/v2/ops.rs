@@ -406,6 +406,48 @@ fn live_status_matches_the_kernel_files() {
 
 #[test]
 #[ignore = "needs a real cgroup v2 kernel: run with cargo xtask vm-test"]
+fn status_of_every_profile_counts_a_process_list_longer_than_a_page() {
+    let cortex = Cortex::root();
+    let name = unique("many");
+    cortex
+        .run(&["create", &name, "--memory", "512M", "--oom-adj", "0"])
+        .expect(0, "create");
+    let mut parent = Helper::start(&["forks", "1000"]);
+    cortex
+        .run(&["apply", &name, "--pid", &parent.pid_arg()])
+        .expect(0, "apply");
+    parent.send("go");
+    parent.expect_line("done");
+
+    // The kernel hands a list this long out over several reads, some of
+    // them short before the end.
+    let procs = read(profile_cgroup(&name).join("cgroup.procs"));
+    let listed = procs.lines().count();
+    assert!(listed > 1000, "{listed} processes in cgroup.procs");
+    assert!(procs.len() > 4096, "cgroup.procs is {} bytes", procs.len());
+
+    let table = cortex.run(&["status"]).expect(0, "status");
+    let line = table
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .unwrap_or_else(|| panic!("no line for {name}:\n{}", table.stdout));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[1], "enforced", "{line}");
+    assert_eq!(fields[2], listed.to_string(), "{line}");
+
+    let json = cortex.run(&["status", "--json"]).expect(0, "status --json");
+    let all: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(
+        all[0]["cgroup"]["pids"].as_array().map(Vec::len),
+        Some(listed),
+        "{}",
+        all[0]["cgroup"]
+    );
+}
+
+#[test]
+#[ignore = "needs a real cgroup v2 kernel: run with cargo xtask vm-test"]
 fn doctor_passes_on_a_cgroup_v2_host() {
     let cortex = Cortex::root();
     let out = cortex.run(&["doctor"]);
