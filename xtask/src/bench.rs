@@ -77,6 +77,12 @@ pub fn run(repo: &Path, args: &[String]) -> Result<()> {
         samples.push(measure("list", n, cmd(&["list"]), heavy)?);
         samples.push(measure("list --json", n, cmd(&["list", "--json"]), heavy)?);
         samples.push(measure("status (all)", n, cmd(&["status"]), heavy)?);
+        samples.push(measure(
+            "status --json (all)",
+            n,
+            cmd(&["status", "--json"]),
+            heavy,
+        )?);
     }
 
     let (markdown, json) = report(&samples, runs);
