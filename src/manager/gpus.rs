@@ -159,17 +159,8 @@ impl<D: Driver> Manager<D> {
 
     /// The environment of a profile, naming its reserved GPUs.
     pub(super) fn env_with_gpus(&self, name: &ProfileName) -> Result<Vec<Variable>, ManagerError> {
-        let store = Store::open_existing(&self.db)?;
-        let profile = store
-            .as_ref()
-            .map(|s| s.get(name))
-            .transpose()?
-            .flatten()
-            .ok_or_else(|| ManagerError::UnknownProfile(name.clone()))?;
-        let reserved = match &store {
-            Some(s) => s.reserved(name)?,
-            None => Vec::new(),
-        };
+        let (store, profile) = self.find(name)?;
+        let reserved = store.reserved(name)?;
         Ok(env::variables_with_gpus(&profile.limits, &reserved))
     }
 

@@ -303,27 +303,23 @@ impl<D: Driver> Manager<D> {
 
     /// One stored profile.
     pub fn get(&self, name: &ProfileName) -> Result<Profile, ManagerError> {
-        Store::open_existing(&self.db)?
-            .map(|s| s.get(name))
-            .transpose()?
-            .flatten()
-            .ok_or_else(|| ManagerError::UnknownProfile(name.clone()))
+        Ok(self.find(name)?.1)
+    }
+
+    /// Opens the database to read and finds a profile in it; a database
+    /// not made yet holds no profile.
+    fn find(&self, name: &ProfileName) -> Result<(Store, Profile), ManagerError> {
+        let unknown = || ManagerError::UnknownProfile(name.clone());
+        let store = Store::open_existing(&self.db)?.ok_or_else(unknown)?;
+        let profile = store.get(name)?.ok_or_else(unknown)?;
+        Ok((store, profile))
     }
 
     /// A profile with its live state.
     pub fn status(&self, name: &ProfileName) -> Result<Status, ManagerError> {
-        let store = Store::open_existing(&self.db)?;
-        let profile = store
-            .as_ref()
-            .map(|s| s.get(name))
-            .transpose()?
-            .flatten()
-            .ok_or_else(|| ManagerError::UnknownProfile(name.clone()))?;
-        let applied = match &store {
-            Some(s) => s.applied(name)?,
-            None => Vec::new(),
-        };
-        let applied = applied
+        let (store, profile) = self.find(name)?;
+        let applied = store
+            .applied(name)?
             .into_iter()
             .map(|a| {
                 let alive = process::start_time(&self.proc_root, a.pid).ok() == Some(a.start_time);
