@@ -27,6 +27,19 @@ fn limits(overrides: Overrides) -> Limits {
     Limits::resolve(Preset::Inference, &overrides).unwrap()
 }
 
+/// A tree offering cpu, memory and pids with profile `job` made from the
+/// default limits: the tree (kept alive), the driver and the job's
+/// directory.
+fn a_job() -> (tempfile::TempDir, FsDriver, std::path::PathBuf) {
+    let t = root_tree("cpu memory pids\n");
+    let driver = FsDriver::new(t.path(), t.path(), 0);
+    driver
+        .ensure(&name("job"), &limits(Overrides::default()))
+        .unwrap();
+    let dir = t.path().join("cortex.slice/job");
+    (t, driver, dir)
+}
+
 #[test]
 fn ensure_writes_every_limit_and_enables_controllers() {
     let t = root_tree("cpuset cpu io memory hugetlb pids rdma misc\n");
@@ -151,13 +164,9 @@ fn a_refused_controller_write_leaves_no_profile_cgroup() {
 
 #[test]
 fn attach_writes_the_pid_to_cgroup_procs() {
-    let t = root_tree("cpu memory pids\n");
-    let driver = FsDriver::new(t.path(), t.path(), 0);
-    driver
-        .ensure(&name("job"), &limits(Overrides::default()))
-        .unwrap();
+    let (_t, driver, dir) = a_job();
     driver.attach(&name("job"), 4242).unwrap();
-    assert_eq!(read(&t.path().join("cortex.slice/job").join(PROCS)), "4242");
+    assert_eq!(read(&dir.join(PROCS)), "4242");
 }
 
 #[test]
@@ -275,15 +284,11 @@ fn a_summary_reads_what_a_table_line_needs_and_no_more() {
 
 #[test]
 fn a_process_list_longer_than_a_page_is_read_whole() {
-    let t = root_tree("cpu memory pids\n");
-    let driver = FsDriver::new(t.path(), t.path(), 0);
-    driver
-        .ensure(&name("job"), &limits(Overrides::default()))
-        .unwrap();
+    let (_t, driver, dir) = a_job();
     let pids: Vec<u32> = (100_000..103_000).collect();
     let text: String = pids.iter().map(|p| format!("{p}\n")).collect();
     assert!(text.len() > 4 * 4096);
-    fs::write(t.path().join("cortex.slice/job").join(PROCS), text).unwrap();
+    fs::write(dir.join(PROCS), text).unwrap();
 
     let live = driver.live(&name("job"), Detail::Summary).unwrap();
     assert_eq!(live.pids, pids);
@@ -291,12 +296,8 @@ fn a_process_list_longer_than_a_page_is_read_whole() {
 
 #[test]
 fn a_file_that_is_not_text_is_a_read_error_naming_it() {
-    let t = root_tree("cpu memory pids\n");
-    let driver = FsDriver::new(t.path(), t.path(), 0);
-    driver
-        .ensure(&name("job"), &limits(Overrides::default()))
-        .unwrap();
-    let file = t.path().join("cortex.slice/job").join(MEMORY_CURRENT);
+    let (_t, driver, dir) = a_job();
+    let file = dir.join(MEMORY_CURRENT);
     fs::write(&file, b"\xff\xfe\n").unwrap();
 
     let err = driver.live(&name("job"), Detail::Summary).unwrap_err();
@@ -309,12 +310,7 @@ fn a_file_that_is_not_text_is_a_read_error_naming_it() {
 
 #[test]
 fn remove_refuses_while_processes_are_inside() {
-    let t = root_tree("cpu memory pids\n");
-    let driver = FsDriver::new(t.path(), t.path(), 0);
-    driver
-        .ensure(&name("job"), &limits(Overrides::default()))
-        .unwrap();
-    let dir = t.path().join("cortex.slice/job");
+    let (_t, driver, dir) = a_job();
     fs::write(dir.join(PROCS), "4242\n").unwrap();
 
     let err = driver.remove(&name("job"), false).unwrap_err();
